@@ -1,0 +1,22 @@
+"""Task stores.  :func:`open_store` picks the backend from a database URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ClaimedTask, LauncherInfo, SqlStore, TaskEvent, TaskOutcome
+
+__all__ = ["ClaimedTask", "LauncherInfo", "SqlStore", "TaskEvent", "TaskOutcome", "open_store"]
+
+
+def open_store(url: str) -> SqlStore:
+    """Open (and on first use, create) the store at ``url``.
+
+    ``sqlite:///path/to/balsam.db`` is the embedded default.
+    """
+    if url.startswith("sqlite:///"):
+        from .sqlite import SqliteStore
+
+        return SqliteStore(Path(url[len("sqlite:///"):]))
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported database URL scheme {scheme!r}; use sqlite:///PATH")

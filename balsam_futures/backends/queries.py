@@ -1,0 +1,229 @@
+"""Every SQL statement of the store, each built by one named function.
+
+No other module outside ``backends/`` builds SQL.  Statements take bound parameters so that
+SQLAlchemy compiles each one once and caches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.sql import Select
+
+from ..tasks import CLAIMABLE, WATCHED, TaskState, sources
+from .schema import dependencies, history, launchers, meta, tasks
+
+CLAIM_COLUMNS = (
+    tasks.c.id,
+    tasks.c.state,
+    tasks.c.name,
+    tasks.c.kind,
+    tasks.c.payload,
+    tasks.c.tags,
+    tasks.c.num_nodes,
+    tasks.c.ranks_per_node,
+    tasks.c.threads_per_rank,
+    tasks.c.gpus_per_rank,
+    tasks.c.node_packing_count,
+    tasks.c.wall_time_s,
+    tasks.c.max_retries,
+    tasks.c.num_restarts,
+    tasks.c.auto_timeout_retry,
+    tasks.c.workdir,
+)
+
+
+def _p(name: str):
+    # A bind parameter with a placeholder value, so the statement can be compiled once with
+    # its constant IN lists expanded (see RawStatement); every caller passes the real value.
+    return bindparam(name, None)
+
+
+def _in_states(states: Iterable[TaskState]):
+    # Rendered as literals, not parameters: SQLite uses a partial index only when the query's
+    # WHERE names the same constants as the index's (https://sqlite.org/partialindex.html).
+    values = sorted(s.value for s in states)
+    return tasks.c.state.in_(bindparam("states", values, expanding=True, literal_execute=True))
+
+
+def read_meta():
+    """All key/value rows of the meta table."""
+    return select(meta.c.key, meta.c.value)
+
+
+def write_meta():
+    """Insert one meta row (key, value)."""
+    return insert(meta)
+
+
+def insert_tasks():
+    """Insert task rows with ids chosen by the store (see ``allocate_task_ids``)."""
+    return insert(tasks).values({c.name: _p(c.name) for c in tasks.c})
+
+
+def insert_history():
+    """Insert history rows (task_id, from_state, to_state, at, message)."""
+    return insert(history).values(
+        {k: _p(k) for k in ("task_id", "from_state", "to_state", "at", "message")}
+    )
+
+
+def insert_dependencies():
+    """Insert (child_id, parent_id) edges."""
+    return insert(dependencies)
+
+
+def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = ()) -> Select:
+    """The first :limit claimable tasks in claim order that fit ``max_nodes`` and ``tags``."""
+    stmt = select(*CLAIM_COLUMNS).where(_in_states(CLAIMABLE))
+    if max_nodes is not None:
+        stmt = stmt.where(tasks.c.num_nodes <= max_nodes)
+    for key, value in tags:
+        stmt = stmt.where(tasks.c.tags[key].as_string() == value)
+    return stmt.order_by(tasks.c.priority.desc(), tasks.c.id).limit(_p("limit"))
+
+
+def mark_claimed():
+    """Move claimable task :b_id to RUNNING under launcher :b_lid."""
+    return (
+        update(tasks)
+        .where(tasks.c.id == _p("b_id"), _in_states(CLAIMABLE))
+        .values(state=TaskState.RUNNING.value, launcher_id=_p("b_lid"),
+                updated_at=_p("b_now"))
+    )
+
+
+def finish_running():
+    """Write one outcome: guarded so only the launcher holding the task may write it."""
+    return (
+        update(tasks)
+        .where(
+            tasks.c.id == _p("b_id"),
+            tasks.c.state == TaskState.RUNNING.value,
+            tasks.c.launcher_id == _p("b_lid"),
+        )
+        .values(
+            state=_p("b_state"),
+            result=_p("b_result"),
+            error=_p("b_error"),
+            return_code=_p("b_rc"),
+            num_restarts=tasks.c.num_restarts + _p("b_inc"),
+            updated_at=_p("b_now"),
+        )
+    )
+
+
+def select_state():
+    """(id, state, launcher_id) of task :b_id."""
+    return select(tasks.c.id, tasks.c.state, tasks.c.launcher_id).where(
+        tasks.c.id == _p("b_id"))
+
+
+def cancel_pending(ids: list[int]):
+    """Move tasks ``ids`` that no launcher holds to CANCELLED, returning the ids moved."""
+    return (
+        update(tasks)
+        .where(tasks.c.id.in_(ids), _in_states(sources(TaskState.CANCELLED)))
+        .values(state=TaskState.CANCELLED.value, updated_at=_p("now"))
+        .returning(tasks.c.id, tasks.c.state)
+    )
+
+
+def latest_event_id():
+    """The newest history id (0 when empty)."""
+    return select(func.coalesce(func.max(history.c.id), 0))
+
+
+def select_events():
+    """Watched state changes with ids in (:after, :upto], with the row's result and error."""
+    return (
+        select(history.c.id, history.c.task_id, history.c.to_state, tasks.c.result,
+               tasks.c.error)
+        .join(tasks, tasks.c.id == history.c.task_id)
+        .where(
+            history.c.id > _p("after"),
+            history.c.id <= _p("upto"),
+            history.c.to_state.in_(sorted(s.value for s in WATCHED)),
+        )
+        .order_by(history.c.id)
+        .limit(_p("limit"))
+    )
+
+
+def select_task_rows(ids: list[int]):
+    """Full rows of tasks ``ids`` (without payloads)."""
+    cols = [c for c in tasks.c if c.name != "payload"]
+    return select(*cols).where(tasks.c.id.in_(ids))
+
+
+def select_history(task_id: int):
+    """Every state change of one task, oldest first."""
+    return (
+        select(history.c.id, history.c.from_state, history.c.to_state, history.c.at,
+               history.c.message)
+        .where(history.c.task_id == task_id)
+        .order_by(history.c.id)
+    )
+
+
+def count_by_state():
+    """(state, count) for every state present."""
+    return select(tasks.c.state, func.count()).group_by(tasks.c.state)
+
+
+def insert_launcher():
+    """Register a launcher, returning its id."""
+    return insert(launchers).returning(launchers.c.id)
+
+
+def touch_launcher():
+    """Heartbeat: set :now as the last sign of life of launcher :lid."""
+    return (
+        update(launchers)
+        .where(launchers.c.id == _p("lid"))
+        .values(heartbeat_at=_p("now"))
+    )
+
+
+def set_launcher_state():
+    """Set the state of launcher :lid (e.g. STOPPED)."""
+    return (
+        update(launchers)
+        .where(launchers.c.id == _p("lid"))
+        .values(state=_p("state"), heartbeat_at=_p("now"))
+    )
+
+
+def select_expired_launchers():
+    """Launchers still marked RUNNING whose heartbeat is older than :before."""
+    return select(launchers.c.id).where(
+        launchers.c.state == "RUNNING", launchers.c.heartbeat_at < _p("before")
+    )
+
+
+def select_running_of(launcher_ids: list[int]):
+    """(id, state) of RUNNING tasks held by ``launcher_ids``."""
+    return select(tasks.c.id).where(
+        tasks.c.launcher_id.in_(launcher_ids), tasks.c.state == TaskState.RUNNING.value
+    )
+
+
+def requeue(ids: list[int]):
+    """Move RUNNING tasks ``ids`` back to RESTART_READY."""
+    return (
+        update(tasks)
+        .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.RUNNING.value)
+        .values(state=TaskState.RESTART_READY.value, launcher_id=None,
+                updated_at=_p("now"))
+    )
+
+
+def delete_tasks(ids: list[int]):
+    """Delete tasks ``ids`` with their history and edges."""
+    return delete(tasks).where(tasks.c.id.in_(ids))
+
+
+def sqlite_task_sequence():
+    """SQLite: the last task id handed out (AUTOINCREMENT keeps it in sqlite_sequence)."""
+    return text("SELECT seq FROM sqlite_sequence WHERE name = 'bf_tasks'")

@@ -1,0 +1,118 @@
+"""The tables of a task store (SQLAlchemy Core; the same schema on SQLite and PostgreSQL).
+
+Times are float seconds since the epoch: cheap to write in bulk and the same on both dialects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    bindparam,
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from ..tasks import CLAIMABLE
+
+metadata = MetaData()
+
+meta = Table(
+    "bf_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+tasks = Table(
+    "bf_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("num_nodes", Integer, nullable=False),
+    Column("ranks_per_node", Integer, nullable=False),
+    Column("threads_per_rank", Integer, nullable=False),
+    Column("gpus_per_rank", Integer, nullable=False),
+    Column("node_packing_count", Integer, nullable=False),
+    Column("wall_time_s", Float),
+    Column("max_retries", Integer, nullable=False),
+    Column("num_restarts", Integer, nullable=False, default=0),
+    Column("auto_timeout_retry", Boolean, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("parent_id", Integer),
+    Column("workdir", Text),
+    Column("launcher_id", Integer),
+    Column("result", LargeBinary),
+    Column("error", LargeBinary),
+    Column("return_code", Integer),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # Never reuse the id of a deleted task: futures and history refer to tasks by id.
+    sqlite_autoincrement=True,
+)
+
+_claimable = tasks.c.state.in_(
+    bindparam("states", sorted(s.value for s in CLAIMABLE), expanding=True, literal_execute=True))
+# A partial index over claimable rows only, in claim order: a claim reads the first N entries
+# whatever the number of finished rows, and the index stays as small as the backlog.
+Index(
+    "ix_bf_tasks_claim",
+    tasks.c.priority.desc(),
+    tasks.c.id,
+    sqlite_where=_claimable,
+    postgresql_where=_claimable,
+)
+# No plain index on state: with one, SQLite's planner (which has no statistics) picked it for
+# claims and sorted every claimable row, so a claim cost O(backlog) instead of O(limit).
+_running = tasks.c.state == "RUNNING"
+Index("ix_bf_tasks_running", tasks.c.launcher_id, sqlite_where=_running,
+      postgresql_where=_running)
+
+history = Table(
+    "bf_history",
+    metadata,
+    # Monotonic ids (AUTOINCREMENT on SQLite: never reused) are the watchers' event cursor.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("bf_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("from_state", String(20)),
+    Column("to_state", String(20), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    sqlite_autoincrement=True,
+)
+Index("ix_bf_history_task", history.c.task_id)
+
+dependencies = Table(
+    "bf_dependencies",
+    metadata,
+    Column("child_id", Integer, ForeignKey("bf_tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("parent_id", Integer, ForeignKey("bf_tasks.id", ondelete="CASCADE"), primary_key=True),
+)
+Index("ix_bf_dependencies_parent", dependencies.c.parent_id)
+
+launchers = Table(
+    "bf_launchers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hostname", String(256), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("info", JSON, nullable=False),
+    sqlite_autoincrement=True,
+)

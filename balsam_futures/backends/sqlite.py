@@ -1,0 +1,137 @@
+"""SQLite, the embedded default: one file, WAL journal, write transactions that take the lock
+up front.
+
+Why ``BEGIN IMMEDIATE`` for every write: a deferred transaction that reads and then writes
+cannot wait for the lock when another connection committed in between; SQLite fails it at
+once with SQLITE_BUSY, whatever the busy timeout (https://sqlite.org/lang_transaction.html).
+Taking the write lock at BEGIN makes writers queue on the busy timeout instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection
+
+from ..errors import SchemaMismatch, SiteError
+from .base import SqlStore
+
+#: How long a writer waits for the lock before failing.  Claims and result writes hold the
+#: lock for milliseconds; a long wait means a stuck process, which should surface as an error.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _on_connect(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's "begin" hook below emit BEGIN, not pysqlite's own heuristics.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode: a commit survives a crash of any process, and only an OS crash or
+    # power loss may lose the last transactions (https://sqlite.org/pragma.html#pragma_synchronous).
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class SqliteStore(SqlStore):
+    dialect_name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        new = not self.path.exists()
+        if new:
+            try:
+                # Create it private before SQLite opens it: payloads are code to run.
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except OSError as exc:
+                raise SiteError(f"cannot create the database {self.path}: {exc}") from exc
+        engine = create_engine(f"sqlite:///{self.path}")
+        event.listen(engine, "connect", _on_connect)
+        event.listen(engine, "begin", _on_begin)
+        try:
+            super().__init__(engine, display_url=str(self.path))
+        except SchemaMismatch:
+            engine.dispose()
+            raise
+        except Exception as exc:
+            engine.dispose()
+            if "not a database" in str(exc) or "file is encrypted" in str(exc):
+                raise SchemaMismatch(
+                    f"{self.path} is not a SQLite database, so not a balsam_futures store; "
+                    "point the site elsewhere or move the file away"
+                ) from exc
+            raise
+        self._lock_path = str(self.path) + ".writelock"
+        self._probe_lock = threading.Lock()
+        self._probe: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._translate(), self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _raw_write(self) -> Iterator:
+        # Writers queue on an flock first.  SQLite's own busy handler polls with sleeps of
+        # 1, 2, 5, 10... ms (sqliteDefaultBusyCallback), so two busy writers (a submitting
+        # master and a launcher) lost milliseconds per collision; a blocking flock hands the
+        # lock over as soon as it is released.  Writers that do not take it (the sqlite3
+        # shell) still work, through the busy timeout.
+        fd = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            fd = self._local.lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with super()._raw_write() as cur:
+                yield cur
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _raw_begin(self, cur, write: bool = True) -> None:
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _allocate_task_ids(self, cur, n: int) -> list[int]:
+        # Under BEGIN IMMEDIATE no other writer runs, so the next n ids are ours; inserting
+        # them explicitly advances sqlite_sequence.
+        row = self._exec(cur, "sqlite_task_sequence", {}).fetchone()
+        last = row[0] if row else 0
+        return list(range(last + 1, last + n + 1))
+
+    def changed(self) -> bool:
+        """True when any connection committed since the last call (``PRAGMA data_version``).
+
+        The pragma reads a counter in the WAL index, so a poller can call this every
+        millisecond for a few microseconds each.
+        """
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = sqlite3.connect(self.path, check_same_thread=False,
+                                              isolation_level=None)
+            version = self._probe.execute("PRAGMA data_version").fetchone()[0]
+            changed = version != self._data_version
+            self._data_version = version
+            return changed
+
+    def close(self) -> None:
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
+        super().close()

@@ -1,0 +1,333 @@
+"""BalsamExecutor: a ``concurrent.futures.Executor`` whose tasks live in a database.
+
+    BalsamExecutor.submit(fn, *args)                   launcher (child process, or elsewhere)
+      pickle at once (errors raise here)                  claims READY tasks in batches
+      store.create_tasks([TaskSpec]) ── tasks row ──>     runs them in warm workers
+      registry[task_id] = BalsamFuture                    writes outcomes + history
+                    ▲                                              │
+                    └──── Watcher thread reads events after its cursor ┘
+
+The executor is thin: it checks arguments, builds TaskSpecs, stores them and hands out
+futures.  Running tasks is the launcher's job (``launcher/``), resolving futures the watcher's
+(``futures.py``), and the store owns every task's state (``backends/``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures as _cf
+from pathlib import Path
+from typing import Any
+
+from .backends import SqlStore, open_store
+from .errors import LauncherBroken
+from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled
+from .launcher.pilot import LauncherConfig
+from .launcher.process import LauncherProcess, worker_python_path
+from .launcher.workers import pack_initializer
+from .serialization import dump_call, dump_callable
+from .sitedir import Site, open_site
+from .tasks import TaskOptions, TaskSpec
+
+log = logging.getLogger(__name__)
+
+#: Tasks per transaction in ``map``.  Bounds the memory of one insert and lets the launcher
+#: start on the first chunk while the next one is written.
+MAP_BATCH = 10_000
+
+_live_executors: weakref.WeakSet[BalsamExecutor] = weakref.WeakSet()
+_global_shutdown = False
+
+
+def _python_exit() -> None:
+    # As ProcessPoolExecutor does at interpreter exit: wait for submitted work to finish.
+    global _global_shutdown
+    _global_shutdown = True
+    # An executor without its own launcher does not wait: its tasks are in the store and run
+    # under launchers elsewhere; a later process can re-attach to them.
+    for ex in list(_live_executors):
+        ex.shutdown(wait=ex._launcher is not None)
+
+
+threading._register_atexit(_python_exit)
+
+
+def _process_chunk(fn: Callable[..., Any], chunk: list[tuple]) -> list[Any]:
+    """Run one ``map`` chunk in a worker (as ProcessPoolExecutor's _process_chunk)."""
+    return [fn(*args) for args in chunk]
+
+
+def _task_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if isinstance(fn, functools.partial):
+        return _task_name(fn.func)
+    return name or type(fn).__name__
+
+
+class BalsamExecutor(_cf.Executor):
+    """An Executor that persists every task in a task store and runs it under a launcher.
+
+    ``BalsamExecutor()`` with no arguments uses the site ``./.balsam_futures`` (or
+    ``$BALSAM_FUTURES_SITE``), an embedded SQLite store there, and starts a local launcher
+    with ``max_workers`` warm worker processes: a drop-in for ``ProcessPoolExecutor``.
+
+    Args:
+        max_workers: worker processes of the local launcher (default: CPUs of this machine).
+        mp_context: accepted for ProcessPoolExecutor compatibility; workers are always fresh
+            interpreters started by the launcher, as with the "spawn" start method.
+        initializer, initargs: called in each worker before it runs tasks.
+        max_tasks_per_child: tasks a worker runs before it is replaced.
+        site: the site directory (database, data/, logs/).
+        db_url: a database URL instead of the site's embedded SQLite file.
+        launcher: start a local launcher (default True); False leaves the tasks for
+            launchers started elsewhere (``balsam-futures launcher``, a batch job).
+        options: default per-task options (tags, retries, timeout...); see :meth:`options`.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        site: str | os.PathLike[str] | None = None,
+        db_url: str | None = None,
+        launcher: bool = True,
+        options: TaskOptions | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child, bool):
+                raise TypeError("max_tasks_per_child must be a positive int")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        if options is not None and not isinstance(options, TaskOptions):
+            raise TypeError("options must be a balsam_futures.TaskOptions")
+        self._max_workers = max_workers
+        self._options = options or TaskOptions()
+        init_blob = pack_initializer(initializer, initargs) if initializer else None
+
+        self._site: Site | None = None
+        if db_url is None:
+            self._site = open_site(site)
+            db_url = self._site.db_url
+        elif site is not None:
+            self._site = open_site(site)
+        self._db_url = db_url
+        self._store: SqlStore = open_store(db_url)
+
+        self._shutdown_lock = threading.Lock()
+        self._shutdown = False
+        self._broken: BaseException | None = None
+        self._stopping_launcher = False
+        self._registry = Registry()
+        self._launcher: LauncherProcess | None = None
+        if launcher:
+            self._launcher = self._start_launcher(init_blob, max_tasks_per_child)
+        self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
+                                owner=self, launcher=self._launcher)
+        self._watcher.start()
+        self._finisher: threading.Thread | None = None
+        _live_executors.add(self)
+
+    def _start_launcher(self, init_blob, max_tasks_per_child) -> LauncherProcess:
+        from .backends import LauncherInfo
+
+        site = self._site or open_site(None)
+        cfg = LauncherConfig(
+            num_workers=self._max_workers,
+            init_blob=init_blob,
+            max_tasks_per_child=max_tasks_per_child,
+            worker_env={"PYTHONPATH": worker_python_path()},
+        )
+        # Register the launcher here, so this executor knows its id; the child heartbeats it.
+        import socket
+
+        cfg.launcher_id = self._store.register_launcher(LauncherInfo(
+            socket.gethostname(), os.getpid(),
+            {"workers": self._max_workers, "started_by": "executor"}))
+        log_file = site.logs_dir / f"launcher-{cfg.launcher_id}.log"
+        return LauncherProcess(self._db_url, cfg, log_file)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> SqlStore:
+        """The task store this executor writes to."""
+        return self._store
+
+    @property
+    def site(self) -> Path | None:
+        return self._site.path if self._site else None
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def options(self, **changes: Any) -> _OptionsView:
+        """Per-task options for the next submissions, apart from the callable's own kwargs.
+
+        ``ex.options(tags={"exp": "a"}, max_retries=2, timeout=60).submit(fn, x, name=...)``
+        Valid options: name, description, tags, data, resources, max_retries, timeout,
+        auto_timeout_retry, priority.
+        """
+        return _OptionsView(self, self._options.merged(**changes))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BalsamFuture:
+        return self._submit(self._options, fn, args, kwargs)
+
+    submit.__doc__ = _cf.Executor.submit.__doc__
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise LauncherBroken(str(self._broken))
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _global_shutdown:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def _submit(self, options: TaskOptions, fn, args, kwargs) -> BalsamFuture:
+        with self._shutdown_lock:
+            self._check_open()
+        payload = dump_call(dump_callable(fn), args, kwargs)
+        spec = TaskSpec("python", payload, options, name=options.name or _task_name(fn))
+        return self._store_specs([spec])[0]
+
+    def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
+        # Hold the registry lock while storing: the watcher may read a task's events as soon
+        # as it commits, and must find its future registered.
+        with self._shutdown_lock:
+            self._check_open()
+            with self._registry.lock:
+                ids = self._store.create_tasks(specs)
+                futs = [BalsamFuture(i, self._store.cancel) for i in ids]
+                self._registry.add(futs)
+        self._watcher.wake()
+        return futs
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like ``Executor.map``, but every task is stored in bulk before this returns.
+
+        ``chunksize`` > 1 runs that many calls per task, as ProcessPoolExecutor does.
+        """
+        return self._map(self._options, fn, iterables, timeout, chunksize)
+
+    def _map(self, options: TaskOptions, fn, iterables, timeout, chunksize) -> Iterator[Any]:
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        with self._shutdown_lock:
+            self._check_open()
+        end_time = None if timeout is None else timeout + time.monotonic()
+        name = options.name or _task_name(fn)
+        if chunksize == 1:
+            fn_bytes = dump_callable(fn)
+            calls = ((args, {}) for args in zip(*iterables))
+        else:
+            fn_bytes = dump_callable(functools.partial(_process_chunk, fn))
+            it = zip(*iterables)
+            calls = (((chunk,), {}) for chunk in iter(lambda: list(itertools.islice(it, chunksize)), []))
+        futs: list[BalsamFuture] = []
+        while batch := list(itertools.islice(calls, MAP_BATCH)):
+            specs = [TaskSpec("python", dump_call(fn_bytes, a, k), options, name=name)
+                     for a, k in batch]
+            futs.extend(self._store_specs(specs))
+        results = _result_iterator(futs, end_time)
+        if chunksize == 1:
+            return results
+        return itertools.chain.from_iterable(results)
+
+    # -- shutting down -----------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._shutdown_lock:
+            self._shutdown = True
+        if cancel_futures:
+            self.cancel_pending()
+        if wait:
+            self._finish()
+        elif self._finisher is None:
+            # Like ProcessPoolExecutor, the interpreter waits for work submitted to this
+            # executor's own launcher; work left for other launchers does not hold it.
+            self._finisher = threading.Thread(target=self._finish, name="balsam-futures-shutdown",
+                                              daemon=self._launcher is None)
+            self._finisher.start()
+
+    shutdown.__doc__ = _cf.Executor.shutdown.__doc__
+
+    def cancel_pending(self) -> list[int]:
+        """Cancel every task of this executor that no launcher has claimed yet."""
+        pending = self._registry.pending()
+        cancelled = set(self._store.cancel([f.task_id for f in pending]))
+        for f in pending:
+            if f.task_id in cancelled:
+                _mark_cancelled(f)
+        return sorted(cancelled)
+
+    def _finish(self) -> None:
+        with self._shutdown_lock:
+            if getattr(self, "_finished", False):
+                return
+        if self._broken is None:
+            self._registry.wait_empty()
+        with self._shutdown_lock:
+            if getattr(self, "_finished", False):
+                return
+            self._finished = True
+        self._stopping_launcher = True
+        if self._launcher is not None:
+            self._launcher.stop()
+        self._watcher.stop()
+        if self._watcher is not threading.current_thread():
+            self._watcher.join()
+        self._store.close()
+        _live_executors.discard(self)
+
+    def _mark_broken(self, err: BaseException) -> None:
+        with self._shutdown_lock:
+            self._broken = err
+
+
+def _result_iterator(futs: list[BalsamFuture], end_time: float | None) -> Iterator[Any]:
+    # As concurrent.futures._base.Executor.map: yield in order, cancel the rest on close.
+    try:
+        futs.reverse()
+        while futs:
+            fut = futs.pop()
+            if end_time is None:
+                yield fut.result()
+            else:
+                yield fut.result(end_time - time.monotonic())
+    finally:
+        for fut in futs:
+            fut.cancel()
+
+
+class _OptionsView:
+    """``executor.options(...)``: the same executor with other per-task options."""
+
+    def __init__(self, executor: BalsamExecutor, options: TaskOptions) -> None:
+        self._executor = executor
+        self._opts = options
+
+    def options(self, **changes: Any) -> _OptionsView:
+        return _OptionsView(self._executor, self._opts.merged(**changes))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BalsamFuture:
+        return self._executor._submit(self._opts, fn, args, kwargs)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        return self._executor._map(self._opts, fn, iterables, timeout, chunksize)

@@ -1,0 +1,225 @@
+"""Futures, and the watcher thread that resolves them from the store's events.
+
+    submit() ──create_tasks──> store ──(launcher runs the task)──> history rows
+                                                                      │
+    Watcher thread: changed()? ──read_events(after=cursor)────────────┘
+        for each event of a task this executor knows: RUNNING → set_running_or_notify_cancel
+                                                      JOB_FINISHED → set_result
+                                                      FAILED/KILLED → set_exception
+                                                      CANCELLED → cancel
+
+The watcher reads only events after its cursor, in batches, so its cost grows with the
+number of new events, not with the number of futures outstanding.  It is the only caller of
+``set_result``/``set_exception``.  Results reach futures through the store and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING
+from typing import Any
+
+from .errors import LauncherBroken, PayloadError, StoreError, TaskFailed, TaskKilled
+from .serialization import load_exception, load_result
+from .tasks import TaskState
+
+log = logging.getLogger(__name__)
+
+#: Poll interval right after activity (see launcher/pilot.py for the same trade-off).
+POLL_MIN = 0.001
+#: Poll interval when nothing happened for ACTIVE_WINDOW seconds.
+POLL_MAX = 0.05
+ACTIVE_WINDOW = 2.0
+#: Events read per query.  Large enough to drain a burst in a few queries, small enough that
+#: one query does not hold megabytes of results in memory.
+EVENT_BATCH = 2000
+
+
+class BalsamFuture(Future):
+    """A ``concurrent.futures.Future`` for one task in the store.
+
+    ``cancel()`` asks the store: a task that no launcher has claimed is marked CANCELLED
+    atomically and ``cancel()`` returns True; a claimed or finished task returns False.
+    """
+
+    def __init__(self, task_id: int, canceller: Callable[[list[int]], list[int]]) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self._canceller = canceller
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace(" state=", f" task_id={self.task_id} state=", 1)
+
+    def cancel(self) -> bool:
+        with self._condition:
+            if self._state != PENDING:
+                return super().cancel()
+        if not self._canceller([self.task_id]):
+            return False
+        return _mark_cancelled(self)
+
+
+def _mark_cancelled(fut: Future) -> bool:
+    """Cancel a future whose task is CANCELLED in the store, and wake its waiters."""
+    with fut._condition:
+        if fut._state == CANCELLED_AND_NOTIFIED:
+            return True
+        if not Future.cancel(fut):
+            return False
+        # wait() and as_completed() only see a cancelled future once notified; the
+        # condition is re-entrant, so this cannot interleave with another notifier.
+        fut.set_running_or_notify_cancel()
+    return True
+
+
+class Registry:
+    """The futures of one executor by task id, shared by the executor and its watcher."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.futures: dict[int, BalsamFuture] = {}
+        self.changed = threading.Condition(self.lock)
+
+    def add(self, futures: Iterable[BalsamFuture]) -> None:
+        """Register futures; the caller holds ``lock`` while the tasks are being stored."""
+        for f in futures:
+            self.futures[f.task_id] = f
+            f.add_done_callback(self._forget)
+
+    def _forget(self, fut: Future) -> None:
+        with self.lock:
+            self.futures.pop(fut.task_id, None)
+            if not self.futures:
+                self.changed.notify_all()
+
+    def pending(self) -> list[BalsamFuture]:
+        with self.lock:
+            return list(self.futures.values())
+
+    def wait_empty(self) -> None:
+        with self.lock:
+            while self.futures:
+                self.changed.wait()
+
+
+class Watcher(threading.Thread):
+    """Resolves an executor's futures from store events; one per executor."""
+
+    def __init__(self, store: Any, registry: Registry, cursor: int, owner: Any,
+                 launcher: Any = None) -> None:
+        super().__init__(name="balsam-futures-watcher", daemon=True)
+        self.store = store
+        self.registry = registry
+        self.cursor = cursor
+        self._owner = weakref.ref(owner)
+        self.launcher = launcher
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self) -> None:
+        poll = POLL_MIN
+        last_activity = time.monotonic()
+        last_check = 0.0
+        while not self._stopping.is_set():
+            try:
+                if self.store.changed():
+                    if self.drain():
+                        last_activity = time.monotonic()
+            except StoreError as exc:
+                log.warning("watcher cannot read the store: %s", exc)
+            now = time.monotonic()
+            if now - last_check > 0.5:
+                last_check = now
+                if self._launcher_died():
+                    return
+                if self._owner() is None and not self.registry.futures:
+                    return
+            poll = POLL_MIN if now - last_activity < ACTIVE_WINDOW else min(poll * 2, POLL_MAX)
+            if self._wake.wait(poll):
+                self._wake.clear()
+                last_activity = time.monotonic()
+
+    def drain(self) -> int:
+        """Read and apply every new event; returns how many were applied."""
+        applied = 0
+        while True:
+            events, self.cursor = self.store.read_events(self.cursor, EVENT_BATCH)
+            if not events:
+                return applied
+            with self.registry.lock:
+                matched = [(self.registry.futures.get(e.task_id), e) for e in events]
+            for fut, event in matched:
+                if fut is not None:
+                    apply_event(fut, event.state, event.result, event.error)
+                    applied += 1
+            if len(events) < EVENT_BATCH:
+                return applied
+
+    def _launcher_died(self) -> bool:
+        proc = self.launcher
+        if proc is None or proc.alive():
+            return False
+        owner = self._owner()
+        if owner is not None and getattr(owner, "_stopping_launcher", False):
+            return False
+        code = proc.returncode()
+        err = LauncherBroken(
+            f"the launcher started by this executor exited with code {code} (log: "
+            f"{proc.log_file}); its tasks stay in the store and will run under another launcher"
+        )
+        log.error("%s", err)
+        if owner is not None:
+            owner._mark_broken(err)
+        for fut in self.registry.pending():
+            try:
+                fut.set_exception(err)
+            except InvalidStateError:
+                pass
+        return True
+
+
+def apply_event(fut: BalsamFuture, state: TaskState, result: bytes | None,
+                error: bytes | None) -> None:
+    """Move ``fut`` to match its task's new state; races with the user are ignored."""
+    try:
+        if state is TaskState.RUNNING:
+            if fut._state == PENDING:
+                fut.set_running_or_notify_cancel()
+        elif state is TaskState.JOB_FINISHED:
+            try:
+                value = load_result(result)
+            except Exception as exc:
+                err = PayloadError(f"the result of task {fut.task_id} cannot be unpickled here: "
+                                   f"{type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                fut.set_exception(err)
+            else:
+                fut.set_result(value)
+        elif state is TaskState.CANCELLED:
+            if not _mark_cancelled(fut) and not fut.done():
+                fut.set_exception(TaskFailed("the task was cancelled", task_id=fut.task_id))
+        elif state in (TaskState.FAILED, TaskState.KILLED):
+            if error is not None:
+                exc = load_exception(error, fut.task_id)
+            elif state is TaskState.KILLED:
+                exc = TaskKilled(f"task {fut.task_id} was killed", task_id=fut.task_id)
+            else:
+                exc = TaskFailed(f"task {fut.task_id} failed", task_id=fut.task_id)
+            fut.set_exception(exc)
+    except (InvalidStateError, RuntimeError):
+        # The user cancelled it, or an earlier event already resolved it: act, then ignore
+        # the race, as CPython's _terminate_broken does.
+        pass

@@ -1,0 +1,74 @@
+"""A warm worker process: imports once, then runs Python tasks sent by its launcher.
+
+    launcher (workers.py)                 worker (this module)
+    ---------------------                 --------------------
+    socketpair + Popen                    Connection(fd)
+    send(init)             ---- init -->  run initializer once
+    send((id, payload))    ---- task -->  fn(*args, **kwargs)
+                           <-- result --  (id, ok, result or packed exception)
+    send(None)             ---- stop -->  exit
+
+The worker never touches the store; only the launcher does.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .. import tasks as _tasks
+from ..errors import WorkerInitError
+from ..serialization import CallLoader, dump_exception, dump_result
+
+
+def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
+    """Run the executor's initializer; return the packed error if it raised."""
+    if init_blob is None:
+        return None
+    try:
+        initializer, initargs = pickle.loads(init_blob)
+        initializer(*initargs)
+    except BaseException as exc:  # noqa: BLE001 - any failure breaks this worker's tasks
+        err = WorkerInitError(f"the executor's initializer raised {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return dump_exception(err, f"worker initializer on {where}")
+    return None
+
+
+def _run_task(loader: CallLoader, task_id: int, payload: bytes, where: str) -> tuple:
+    try:
+        fn, args, kwargs = loader.load(payload)
+        value = fn(*args, **kwargs)
+        return (task_id, True, dump_result(value))
+    except BaseException as exc:  # noqa: BLE001 - a task's SystemExit is its own failure
+        return (task_id, False, dump_exception(exc, f"Task {task_id} {where}"))
+    finally:
+        _tasks._set_current(None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    fd = argv[0]
+    conn = Connection(int(fd))
+    _kind, launcher_id, init_blob = conn.recv()
+    where = f"on {socket.gethostname()} (launcher {launcher_id}, worker pid {os.getpid()})"
+    init_error = _run_initializer(init_blob, where)
+    loader = CallLoader()
+    while True:
+        try:
+            msg: Any = conn.recv()
+        except EOFError:
+            break
+        if msg is None:
+            break
+        task_id, payload, context = msg
+        if init_error is not None:
+            conn.send((task_id, False, init_error))
+            continue
+        _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
+        conn.send(_run_task(loader, task_id, payload, where))
+    conn.close()

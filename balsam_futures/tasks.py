@@ -1,0 +1,253 @@
+"""What one task is: its states, the allowed transitions, its resources and options.
+
+The state names follow Balsam where the meaning is the same.  ``TRANSITIONS`` is the one table
+of allowed moves; the store derives every ``WHERE state IN (...)`` guard from it, and no other
+module compares state strings.
+
+    CREATED ──> READY ──claim──> RUNNING ──> RUN_DONE ──> [POSTPROCESSED] ──> JOB_FINISHED
+       │          ▲                 │
+       └─> AWAITING_PARENTS         ├──> RUN_ERROR ───> RESTART_READY (retries left) | FAILED
+                                    ├──> RUN_TIMEOUT ─> RESTART_READY (auto retry)   | FAILED
+                                    ├──> KILLED
+                                    └──> RESTART_READY (launcher lost or stopped)
+    READY / RESTART_READY / AWAITING_PARENTS / CREATED ──cancel──> CANCELLED
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState(str, enum.Enum):
+    CREATED = "CREATED"
+    AWAITING_PARENTS = "AWAITING_PARENTS"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    RUN_DONE = "RUN_DONE"
+    POSTPROCESSED = "POSTPROCESSED"
+    JOB_FINISHED = "JOB_FINISHED"
+    RUN_ERROR = "RUN_ERROR"
+    RUN_TIMEOUT = "RUN_TIMEOUT"
+    RESTART_READY = "RESTART_READY"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = TaskState
+
+STATE_DESCRIPTIONS: dict[TaskState, str] = {
+    S.CREATED: "stored, not yet examined",
+    S.AWAITING_PARENTS: "waits for the tasks it depends on",
+    S.READY: "may be claimed by a launcher",
+    S.RUNNING: "claimed and running under a launcher",
+    S.RUN_DONE: "the run ended successfully",
+    S.POSTPROCESSED: "the post-processing hook ran",
+    S.JOB_FINISHED: "finished; the result is stored",
+    S.RUN_ERROR: "the run raised or exited non-zero",
+    S.RUN_TIMEOUT: "the run exceeded its wall time or its launcher's",
+    S.RESTART_READY: "will run again (retry, time-out or lost launcher)",
+    S.FAILED: "failed for good; the error is stored",
+    S.KILLED: "killed at run time on request",
+    S.CANCELLED: "cancelled before any launcher ran it",
+}
+
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    S.CREATED: frozenset({S.READY, S.AWAITING_PARENTS, S.CANCELLED}),
+    S.AWAITING_PARENTS: frozenset({S.READY, S.FAILED, S.CANCELLED}),
+    S.READY: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RESTART_READY: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RUNNING: frozenset({S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.KILLED, S.RESTART_READY}),
+    S.RUN_DONE: frozenset({S.POSTPROCESSED, S.JOB_FINISHED, S.RUN_ERROR}),
+    S.POSTPROCESSED: frozenset({S.JOB_FINISHED}),
+    S.RUN_ERROR: frozenset({S.RESTART_READY, S.FAILED}),
+    S.RUN_TIMEOUT: frozenset({S.RESTART_READY, S.FAILED}),
+    S.FAILED: frozenset({S.RESTART_READY}),
+    S.KILLED: frozenset({S.RESTART_READY}),
+    S.JOB_FINISHED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+#: States a launcher may claim.
+CLAIMABLE: frozenset[TaskState] = frozenset({S.READY, S.RESTART_READY})
+#: States that resolve a future: nothing further happens without a manual retry.
+FINAL: frozenset[TaskState] = frozenset({S.JOB_FINISHED, S.FAILED, S.KILLED, S.CANCELLED})
+#: States the watcher reads events for.
+WATCHED: frozenset[TaskState] = FINAL | {S.RUNNING}
+
+
+def sources(target: TaskState) -> frozenset[TaskState]:
+    """Every state from which ``target`` may be reached in one move."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+
+
+def check_transition(old: TaskState, new: TaskState) -> None:
+    if new not in TRANSITIONS[old]:
+        raise ValueError(f"a task cannot move from {old} to {new}")
+
+
+def parse_state(name: str | TaskState) -> TaskState:
+    """Turn a state name into a TaskState, with an error that lists the valid names."""
+    try:
+        return TaskState(str(name).upper())
+    except ValueError:
+        valid = ", ".join(s.value for s in TaskState)
+        raise ValueError(f"unknown task state {name!r}; valid states: {valid}") from None
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task occupies while it runs.
+
+    A task takes ``num_nodes`` nodes and, on each, ``ranks_per_node * threads_per_rank`` cores
+    and ``ranks_per_node * gpus_per_rank`` GPUs.  ``node_packing_count`` is how many such tasks
+    may share one node (Balsam's field of the same name).
+    """
+
+    num_nodes: int = 1
+    ranks_per_node: int = 1
+    threads_per_rank: int = 1
+    gpus_per_rank: int = 0
+    node_packing_count: int = 1
+
+    def __post_init__(self) -> None:
+        _check_int("num_nodes", self.num_nodes, 1)
+        _check_int("ranks_per_node", self.ranks_per_node, 1)
+        _check_int("threads_per_rank", self.threads_per_rank, 1)
+        _check_int("gpus_per_rank", self.gpus_per_rank, 0)
+        _check_int("node_packing_count", self.node_packing_count, 1)
+
+    @property
+    def cores_per_node(self) -> int:
+        return self.ranks_per_node * self.threads_per_rank
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.ranks_per_node * self.gpus_per_rank
+
+    @property
+    def total_ranks(self) -> int:
+        return self.num_nodes * self.ranks_per_node
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task options, given with ``executor.options(...)``.
+
+    They are kept apart from the callable's own keyword arguments, so that a function with a
+    ``name=`` or ``tags=`` parameter can still be submitted unchanged.
+    """
+
+    name: str | None = None
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    max_retries: int = 0
+    timeout: float | None = None
+    auto_timeout_retry: bool = True
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, not {type(self.name).__name__}")
+        if not isinstance(self.tags, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.tags.items()
+        ):
+            raise TypeError("tags must be a mapping of str to str, e.g. {'experiment': 'xpcs'}")
+        if not isinstance(self.data, Mapping):
+            raise TypeError("data must be a JSON-serializable mapping")
+        if not isinstance(self.resources, Resources):
+            raise TypeError("resources must be a balsam_futures.Resources")
+        _check_int("max_retries", self.max_retries, 0)
+        _check_int("priority", self.priority, -(2**31))
+        if self.timeout is not None:
+            if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
+                raise TypeError("timeout must be a number of seconds or None")
+            if not (self.timeout > 0 and math.isfinite(self.timeout)):
+                raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+
+    def merged(self, **changes: Any) -> TaskOptions:
+        """A copy with ``changes`` applied; ``tags`` and ``data`` are merged key by key."""
+        fields = {**self.__dict__}
+        for key, value in changes.items():
+            if key not in fields:
+                valid = ", ".join(sorted(fields))
+                raise TypeError(f"unknown task option {key!r}; valid options: {valid}")
+            if key in ("tags", "data") and isinstance(value, Mapping):
+                value = {**fields[key], **value}
+            fields[key] = value
+        return TaskOptions(**fields)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as ``submit`` builds it, ready to be stored (the first stage of its trip)."""
+
+    kind: str  # "python" or "shell"
+    payload: bytes
+    options: TaskOptions
+    name: str
+    state: TaskState = TaskState.READY
+    parent_id: int | None = None
+    depends_on: Sequence[int] = ()
+
+
+def outcome_path(
+    run_state: TaskState, num_restarts: int, max_retries: int, auto_timeout_retry: bool
+) -> tuple[TaskState, ...]:
+    """The states a task moves through after RUNNING ends in ``run_state``.
+
+    An error is retried while ``num_restarts < max_retries``.  A time-out is retried with
+    ``auto_timeout_retry`` (Balsam's default) up to ``max(1, max_retries)`` times.
+    """
+    if run_state is S.RUN_DONE:
+        return (S.RUN_DONE, S.JOB_FINISHED)
+    if run_state is S.KILLED:
+        return (S.KILLED,)
+    if run_state is S.RUN_ERROR:
+        retry = num_restarts < max_retries
+    elif run_state is S.RUN_TIMEOUT:
+        retry = auto_timeout_retry and num_restarts < max(1, max_retries)
+    else:
+        raise ValueError(f"{run_state} is not how a run ends")
+    return (run_state, S.RESTART_READY if retry else S.FAILED)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a running task knows about itself; see :func:`current_task`."""
+
+    id: int
+    name: str
+    tags: Mapping[str, str]
+    launcher_id: int | None = None
+    workdir: str | None = None
+
+
+_current: TaskContext | None = None
+
+
+def _set_current(context: TaskContext | None) -> None:
+    global _current
+    _current = context
+
+
+def current_task() -> TaskContext | None:
+    """The task running in this process, or None outside a task."""
+    return _current
