@@ -34,6 +34,7 @@ from .launcher.process import LauncherProcess, worker_python_path
 from .launcher.workers import pack_initializer
 from .serialization import dump_call, dump_callable
 from .sitedir import Site, open_site
+from .submission import Submitter
 from .tasks import TaskOptions, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,9 @@ class BalsamExecutor(_cf.Executor):
             self._launcher = self._start_launcher(init_blob, max_tasks_per_child)
         self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
                                 owner=self, launcher=self._launcher)
+        self._submitter = Submitter(self._store, self._registry, on_written=self._watcher.wake)
         self._watcher.start()
+        self._submitter.start()
         self._finisher: threading.Thread | None = None
         _live_executors.add(self)
 
@@ -206,16 +209,16 @@ class BalsamExecutor(_cf.Executor):
         return self._store_specs([spec])[0]
 
     def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
-        # Hold the registry lock while storing: the watcher may read a task's events as soon
-        # as it commits, and must find its future registered.
         with self._shutdown_lock:
             self._check_open()
-            with self._registry.lock:
-                ids = self._store.create_tasks(specs)
-                futs = [BalsamFuture(i, self._store.cancel) for i in ids]
-                self._registry.add(futs)
-        self._watcher.wake()
-        return futs
+            return self._submitter.put(specs)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every task submitted so far is in the store (see ``submission.py``).
+
+        Returns False if ``timeout`` passed first (e.g. while the store is unreachable).
+        """
+        return self._submitter.flush(timeout=timeout)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
@@ -244,6 +247,7 @@ class BalsamExecutor(_cf.Executor):
             specs = [TaskSpec("python", dump_call(fn_bytes, a, k), options, name=name)
                      for a, k in batch]
             futs.extend(self._store_specs(specs))
+        self._submitter.flush()  # map returns once every task is in the store
         results = _result_iterator(futs, end_time)
         if chunksize == 1:
             return results
@@ -269,6 +273,7 @@ class BalsamExecutor(_cf.Executor):
 
     def cancel_pending(self) -> list[int]:
         """Cancel every task of this executor that no launcher has claimed yet."""
+        self._submitter.flush()
         pending = self._registry.pending()
         cancelled = set(self._store.cancel([f.task_id for f in pending]))
         for f in pending:
@@ -280,6 +285,7 @@ class BalsamExecutor(_cf.Executor):
         with self._shutdown_lock:
             if getattr(self, "_finished", False):
                 return
+        self._submitter.close()
         if self._broken is None:
             self._registry.wait_empty()
         with self._shutdown_lock:

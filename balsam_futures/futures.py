@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING
 from typing import Any
@@ -47,21 +47,31 @@ class BalsamFuture(Future):
     atomically and ``cancel()`` returns True; a claimed or finished task returns False.
     """
 
-    def __init__(self, task_id: int, canceller: Callable[[list[int]], list[int]]) -> None:
+    def __init__(self, task_id: int | None, submitter: Any = None, seq: int = 0) -> None:
         super().__init__()
-        self.task_id = task_id
-        self._canceller = canceller
+        self._task_id = task_id
+        self._submitter = submitter
+        self._seq = seq
+        self._withdrawn = False
+
+    @property
+    def task_id(self) -> int | None:
+        """The task's id in the store (waits until the task is written; None if it never
+        was, e.g. cancelled first)."""
+        if self._task_id is None and self._submitter is not None and not self._withdrawn:
+            self._submitter.flush(self._seq)
+        return self._task_id
 
     def __repr__(self) -> str:
-        return super().__repr__().replace(" state=", f" task_id={self.task_id} state=", 1)
+        return super().__repr__().replace(" state=", f" task_id={self._task_id} state=", 1)
 
     def cancel(self) -> bool:
         with self._condition:
             if self._state != PENDING:
                 return super().cancel()
-        if not self._canceller([self.task_id]):
-            return False
-        return _mark_cancelled(self)
+        if self._submitter is None:
+            return super().cancel()
+        return self._submitter.cancel(self)
 
 
 def _mark_cancelled(fut: Future) -> bool:
@@ -88,12 +98,12 @@ class Registry:
     def add(self, futures: Iterable[BalsamFuture]) -> None:
         """Register futures; the caller holds ``lock`` while the tasks are being stored."""
         for f in futures:
-            self.futures[f.task_id] = f
+            self.futures[f._task_id] = f
             f.add_done_callback(self._forget)
 
     def _forget(self, fut: Future) -> None:
         with self.lock:
-            self.futures.pop(fut.task_id, None)
+            self.futures.pop(fut._task_id, None)
             if not self.futures:
                 self.changed.notify_all()
 
@@ -135,9 +145,8 @@ class Watcher(threading.Thread):
         last_check = 0.0
         while not self._stopping.is_set():
             try:
-                if self.store.changed():
-                    if self.drain():
-                        last_activity = time.monotonic()
+                if self.store.changed() and self.drain():
+                    last_activity = time.monotonic()
             except StoreError as exc:
                 log.warning("watcher cannot read the store: %s", exc)
             now = time.monotonic()

@@ -16,6 +16,7 @@ module compares state strings.
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,6 +173,10 @@ class TaskOptions:
             raise TypeError("tags must be a mapping of str to str, e.g. {'experiment': 'xpcs'}")
         if not isinstance(self.data, Mapping):
             raise TypeError("data must be a JSON-serializable mapping")
+        try:
+            json.dumps(dict(self.data))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"data must be JSON-serializable: {exc}") from None
         if not isinstance(self.resources, Resources):
             raise TypeError("resources must be a balsam_futures.Resources")
         _check_int("max_retries", self.max_retries, 0)

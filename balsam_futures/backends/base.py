@@ -121,16 +121,6 @@ class LauncherInfo:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _json_safe(obj: Any, what: str) -> Any:
-    import json
-
-    try:
-        json.dumps(obj)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serializable: {exc}") from None
-    return obj
-
-
 class SqlStore:
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
 
@@ -307,8 +297,8 @@ class SqlStore:
                 "description": o.description,
                 "kind": spec.kind,
                 "state": spec.state.value,
-                "tags": _json_safe(dict(o.tags), "tags"),
-                "data": _json_safe(dict(o.data), "data"),
+                "tags": dict(o.tags),
+                "data": dict(o.data),
                 "payload": spec.payload,
                 "num_nodes": r.num_nodes,
                 "ranks_per_node": r.ranks_per_node,
@@ -350,21 +340,40 @@ class SqlStore:
     def claim(self, launcher_id: int, limit: int, *, max_nodes: int | None = None,
               tags: dict[str, str] | None = None) -> list[ClaimedTask]:
         """Atomically move up to ``limit`` claimable tasks to RUNNING under ``launcher_id``."""
-        if limit <= 0:
+        return self.record_and_claim(launcher_id, (), limit, max_nodes=max_nodes, tags=tags)
+
+    def record_outcomes(self, launcher_id: int, outcomes: Sequence[TaskOutcome]) -> int:
+        """Write results of runs held by ``launcher_id`` in one transaction.
+
+        An outcome for a task the launcher no longer holds (its lease expired and the task
+        was requeued) is dropped with a warning.
+        """
+        self.record_and_claim(launcher_id, outcomes, 0)
+        return len(outcomes)
+
+    def record_and_claim(self, launcher_id: int, outcomes: Sequence[TaskOutcome], limit: int,
+                         *, max_nodes: int | None = None,
+                         tags: dict[str, str] | None = None) -> list[ClaimedTask]:
+        """Record outcomes and claim up to ``limit`` tasks, in one transaction.
+
+        A launcher's steady state is "some tasks ended, claim as many": one commit for both.
+        """
+        if not outcomes and limit <= 0:
             return []
         now = time.time()
         with self._raw_write() as cur:
-            rows = self._claim_select(cur, limit, max_nodes, tags)
-            if not rows:
-                return []
-            self._exec_many(cur, "mark_claimed", [
-                {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
-            ])
-            self._exec_many(cur, "insert_history", [
-                {"task_id": r[0], "from_state": r[1], "to_state": TaskState.RUNNING.value,
-                 "at": now, "message": f"claimed by launcher {launcher_id}"}
-                for r in rows
-            ])
+            if outcomes:
+                self._record(cur, launcher_id, outcomes, now)
+            rows = self._claim_select(cur, limit, max_nodes, tags) if limit > 0 else []
+            if rows:
+                self._exec_many(cur, "mark_claimed", [
+                    {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
+                ])
+                self._exec_many(cur, "insert_history", [
+                    {"task_id": r[0], "from_state": r[1], "to_state": TaskState.RUNNING.value,
+                     "at": now, "message": f"claimed by launcher {launcher_id}"}
+                    for r in rows
+                ])
         names = [c.name for c in q.CLAIM_COLUMNS]
         claimed = []
         for r in rows:
@@ -376,34 +385,25 @@ class SqlStore:
             claimed.append(ClaimedTask(**fields))
         return claimed
 
-    def record_outcomes(self, launcher_id: int, outcomes: Sequence[TaskOutcome]) -> int:
-        """Write results of runs held by ``launcher_id`` in one transaction.
-
-        Returns how many were written; an outcome for a task the launcher no longer holds (its
-        lease expired and the task was requeued) is dropped with a warning.
-        """
-        if not outcomes:
-            return 0
-        now = time.time()
+    def _record(self, cur: Any, launcher_id: int, outcomes: Sequence[TaskOutcome],
+                now: float) -> None:
         params = [{
             "b_id": o.task_id, "b_lid": launcher_id, "b_state": o.path[-1].value,
             "b_result": o.result, "b_error": o.error, "b_rc": o.return_code,
             "b_inc": 1 if o.path[-1] is TaskState.RESTART_READY else 0, "b_now": now,
         } for o in outcomes]
-        with self._raw_write() as cur:
-            written = self._exec_many(cur, "finish_running", params)
-            kept = list(outcomes)
-            if written != len(outcomes):
-                kept = self._written_outcomes(cur, launcher_id, outcomes)
-                log.warning("launcher %s lost %d task(s) before writing their outcomes",
-                            launcher_id, len(outcomes) - len(kept))
-            self._exec_many(cur, "insert_history", [
-                {"task_id": o.task_id,
-                 "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
-                 "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}
-                for o in kept for k, state in enumerate(o.path)
-            ])
-        return len(kept)
+        written = self._exec_many(cur, "finish_running", params)
+        kept = list(outcomes)
+        if written != len(outcomes):
+            kept = self._written_outcomes(cur, launcher_id, outcomes)
+            log.warning("launcher %s lost %d task(s) before writing their outcomes",
+                        launcher_id, len(outcomes) - len(kept))
+        self._exec_many(cur, "insert_history", [
+            {"task_id": o.task_id,
+             "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
+             "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}
+            for o in kept for k, state in enumerate(o.path)
+        ])
 
     def _written_outcomes(self, cur, launcher_id, outcomes):
         by_id = {}

@@ -205,7 +205,7 @@ def select_expired_launchers():
 def select_running_of(launcher_ids: list[int]):
     """(id, state) of RUNNING tasks held by ``launcher_ids``."""
     return select(tasks.c.id).where(
-        tasks.c.launcher_id.in_(launcher_ids), tasks.c.state == TaskState.RUNNING.value
+        tasks.c.launcher_id.in_(launcher_ids), _in_states([TaskState.RUNNING])
     )
 
 

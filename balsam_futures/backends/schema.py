@@ -6,7 +6,6 @@ Times are float seconds since the epoch: cheap to write in bulk and the same on 
 from __future__ import annotations
 
 from sqlalchemy import (
-    bindparam,
     JSON,
     Boolean,
     Column,
@@ -19,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
 )
 
 from ..tasks import CLAIMABLE

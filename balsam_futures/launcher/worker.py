@@ -54,21 +54,22 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     fd = argv[0]
     conn = Connection(int(fd))
-    _kind, launcher_id, init_blob = conn.recv()
+    _kind, launcher_id, init_blob = pickle.loads(conn.recv_bytes())
     where = f"on {socket.gethostname()} (launcher {launcher_id}, worker pid {os.getpid()})"
     init_error = _run_initializer(init_blob, where)
     loader = CallLoader()
     while True:
         try:
-            msg: Any = conn.recv()
+            msg: Any = pickle.loads(conn.recv_bytes())
         except EOFError:
             break
         if msg is None:
             break
         task_id, payload, context = msg
         if init_error is not None:
-            conn.send((task_id, False, init_error))
-            continue
-        _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
-        conn.send(_run_task(loader, task_id, payload, where))
+            answer = (task_id, False, init_error)
+        else:
+            _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
+            answer = _run_task(loader, task_id, payload, where)
+        conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     conn.close()

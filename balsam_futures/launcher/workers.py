@@ -1,11 +1,12 @@
 """Warm Python workers, launcher side: start, feed, watch and replace worker processes.
 
 Each worker is a fresh interpreter (``launcher/worker.py``) joined to the launcher by a
-socketpair.  The launcher sends each worker a short FIFO of tasks; the first is running, the
-rest wait in the socket so the worker never idles while the launcher talks to the store.
+socketpair, and holds one task at a time: a task queued inside a busy worker would wait
+behind a long task while another worker idles (the launcher keeps its small backlog itself,
+so an idle worker gets its next task in one message).
 
-A worker that dies takes only its running task with it (WorkerCrashed); the tasks queued
-behind it are handed back to the launcher, and a new worker takes its place.  A running task
+A worker that dies takes only its running task with it (WorkerCrashed), and a new worker takes
+its place.  A running task
 past its wall time is stopped by killing its worker's whole process group (TaskTimeout).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import selectors
 import signal
 import socket
 import subprocess
@@ -22,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 from ..backends.base import ClaimedTask, TaskOutcome
 from ..errors import TaskTimeout, WorkerCrashed
@@ -30,14 +32,6 @@ from ..serialization import dump_exception
 from ..tasks import TaskState, outcome_path
 
 log = logging.getLogger(__name__)
-
-#: Tasks queued in each worker beyond the running one.  More hides the launcher's store round
-#: trips behind work (throughput of tiny tasks); fewer keeps tasks cancellable and balances
-#: uneven task lengths better.
-PREFETCH_PER_WORKER = 3
-#: Payloads larger than this go only to an idle worker: a big payload sent to a busy worker
-#: would fill the socket buffer and block the launcher until that worker finished its task.
-PREFETCH_MAX_BYTES = 64 * 1024
 
 _WORKER_CODE = "from balsam_futures.launcher.worker import main; main()"
 
@@ -73,6 +67,13 @@ class WorkerPool:
         self.env = dict(os.environ if env is None else env)
         self.workers: list[_Worker] = []
         self.host = socket.gethostname()
+        # One selector for the pool's life: building one per wait (as
+        # multiprocessing.connection.wait does) cost more than the rest of a no-op task.
+        self._sel = selectors.DefaultSelector()
+
+    def watch(self, fd: int) -> None:
+        """Also wake ``collect`` when ``fd`` is readable (it is returned in its third list)."""
+        self._sel.register(fd, selectors.EVENT_READ, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -92,9 +93,11 @@ class WorkerPool:
         finally:
             worker_sock.close()
         conn = Connection(head_sock.detach())
-        conn.send(("init", self.launcher_id, self.init_blob))
+        conn.send_bytes(pickle.dumps(("init", self.launcher_id, self.init_blob)))
         log.debug("started worker pid %d", proc.pid)
-        return _Worker(proc, conn)
+        worker = _Worker(proc, conn)
+        self._sel.register(conn.fileno(), selectors.EVENT_READ, worker)
+        return worker
 
     def stop(self, timeout: float = 5.0) -> list[ClaimedTask]:
         """Stop every worker; returns the tasks they had not finished (running and queued)."""
@@ -104,14 +107,20 @@ class WorkerPool:
             w.queue.clear()
             self._kill(w)
         self.workers.clear()
+        self._sel.close()
         return unfinished
+
+    def _forget(self, w: _Worker) -> None:
+        if not w.conn.closed:
+            self._sel.unregister(w.conn.fileno())
+            w.conn.close()
 
     def _kill(self, w: _Worker) -> int | None:
         try:
             os.killpg(w.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        w.conn.close()
+        self._forget(w)
         try:
             return w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -121,10 +130,10 @@ class WorkerPool:
     def _retire(self, w: _Worker) -> None:
         """Ask an idle worker to exit (max_tasks_per_child reached) and start another."""
         try:
-            w.conn.send(None)
+            w.conn.send_bytes(pickle.dumps(None))
         except OSError:
             pass
-        w.conn.close()
+        self._forget(w)
         try:
             w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -134,10 +143,11 @@ class WorkerPool:
     # -- feeding -----------------------------------------------------------------------------
 
     def _room(self, w: _Worker) -> int:
-        room = 1 + PREFETCH_PER_WORKER - len(w.queue)
-        if self.max_tasks_per_child is not None:
-            room = min(room, self.max_tasks_per_child - w.done - len(w.queue))
-        return max(room, 0)
+        if w.queue:
+            return 0
+        if self.max_tasks_per_child is not None and w.done >= self.max_tasks_per_child:
+            return 0
+        return 1
 
     def capacity(self) -> int:
         """How many more tasks the pool accepts now."""
@@ -155,12 +165,9 @@ class WorkerPool:
         left.reverse()
         while left:
             task = left[-1]
-            candidates = [w for w in self.workers if self._room(w) > 0]
-            if len(task.payload) > PREFETCH_MAX_BYTES:
-                candidates = [w for w in candidates if not w.queue]
-            if not candidates:
+            w = next((w for w in self.workers if self._room(w) > 0), None)
+            if w is None:
                 break
-            w = min(candidates, key=lambda w: len(w.queue))
             left.pop()
             if not w.queue:
                 w.started_at = time.monotonic()
@@ -168,7 +175,10 @@ class WorkerPool:
             context = {"name": task.name, "tags": task.tags, "launcher_id": self.launcher_id,
                        "workdir": task.workdir}
             try:
-                w.conn.send((task.id, task.payload, context))
+                # send_bytes of a plain pickle: Connection.send builds a ForkingPickler per
+                # message, which cost more than running a no-op task.
+                w.conn.send_bytes(pickle.dumps((task.id, task.payload, context),
+                                               protocol=pickle.HIGHEST_PROTOCOL))
             except OSError:
                 pass  # the worker died; collect() reports it and hands its queue back
         left.reverse()
@@ -182,36 +192,37 @@ class WorkerPool:
                      for w in self.workers if w.queue and w.queue[0].wall_time_s]
         return min(deadlines, default=None)
 
-    def collect(self, timeout: float | None,
-                extra: Sequence[object] = ()) -> tuple[list[TaskOutcome], list[ClaimedTask]]:
-        """Wait up to ``timeout`` for results; returns (outcomes, tasks to run elsewhere).
+    def collect(self, timeout: float | None
+                ) -> tuple[list[TaskOutcome], list[ClaimedTask], list[int]]:
+        """Wait up to ``timeout`` for results.
 
-        ``extra`` are further objects to wait on (e.g. a control pipe); the caller checks them.
+        Returns (outcomes, tasks to run elsewhere, the watched fds that are readable).
         """
         deadline = self.next_deadline()
         if deadline is not None:
             until = max(deadline - time.monotonic(), 0.0)
             timeout = until if timeout is None else min(timeout, until)
-        busy = [w for w in self.workers if w.queue]
-        ready = wait([w.conn for w in busy] + list(extra), timeout)
         outcomes: list[TaskOutcome] = []
         handback: list[ClaimedTask] = []
-        by_conn = {id(w.conn): w for w in busy}
-        for obj in ready:
-            w = by_conn.get(id(obj))
-            if w is not None:
-                self._drain(w, outcomes, handback)
+        extra_ready = []
+        for key, _mask in self._sel.select(timeout):
+            if key.data is None:
+                extra_ready.append(key.fd)
+            elif key.data in self.workers:
+                self._drain(key.data, outcomes, handback)
         self._expire(outcomes, handback)
         for w in list(self.workers):
             if (self.max_tasks_per_child is not None and not w.queue
                     and w.done >= self.max_tasks_per_child):
                 self._retire(w)
-        return outcomes, handback
+        return outcomes, handback, extra_ready
 
     def _drain(self, w: _Worker, outcomes: list[TaskOutcome], handback: list[ClaimedTask]):
         try:
+            if not w.queue:
+                raise EOFError  # an idle worker has nothing to say: it closed or died
             while w.queue and w.conn.poll():
-                task_id, ok, blob = w.conn.recv()
+                task_id, ok, blob = pickle.loads(w.conn.recv_bytes())
                 task = w.queue.popleft()
                 if task.id != task_id:  # a protocol bug, not a task failure
                     raise RuntimeError(f"worker answered task {task_id}, expected {task.id}")
