@@ -224,6 +224,30 @@ class SqlStore:
         cur.executemany(raw.sql, [raw.params(r) for r in rows])
         return cur.rowcount
 
+    def _exec_once(self, cur: Any, stmt: Any, values: dict[str, Any]) -> Any:
+        """Run a statement compiled for this call only (IN lists of varying length)."""
+        raw = RawStatement(stmt, self.engine.dialect)
+        cur.execute(raw.sql, raw.params(values))
+        return cur
+
+    def _insert_history(self, cur: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert history rows; every state change of every task goes through here."""
+        if rows:
+            self._before_history(cur)
+            self._exec_many(cur, "insert_history", rows)
+
+    def _before_history(self, cur: Any) -> None:
+        """Dialect hook, run in the transaction before history rows are inserted."""
+
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int] | None:
+        """Write outcomes; returns the ids written, or None when all were."""
+        written = self._exec_many(cur, "finish_running", params)
+        if written == len(params):
+            return None
+        return {p["b_id"] for p in params
+                if (row := self._exec(cur, "select_state", {"b_id": p["b_id"]}).fetchone())
+                and row[1] == p["b_state"] and row[2] == p["b_lid"]}
+
     def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
         """Reserve ``n`` task ids inside the current write transaction (dialect-specific)."""
         raise NotImplementedError
@@ -369,7 +393,7 @@ class SqlStore:
                 self._exec_many(cur, "mark_claimed", [
                     {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
                 ])
-                self._exec_many(cur, "insert_history", [
+                self._insert_history(cur, [
                     {"task_id": r[0], "from_state": r[1], "to_state": TaskState.RUNNING.value,
                      "at": now, "message": f"claimed by launcher {launcher_id}"}
                     for r in rows
@@ -392,40 +416,33 @@ class SqlStore:
             "b_result": o.result, "b_error": o.error, "b_rc": o.return_code,
             "b_inc": 1 if o.path[-1] is TaskState.RESTART_READY else 0, "b_now": now,
         } for o in outcomes]
-        written = self._exec_many(cur, "finish_running", params)
+        written = self._finish_running(cur, params)
         kept = list(outcomes)
-        if written != len(outcomes):
-            kept = self._written_outcomes(cur, launcher_id, outcomes)
-            log.warning("launcher %s lost %d task(s) before writing their outcomes",
+        if written is not None:
+            kept = [o for o in outcomes if o.task_id in written]
+            log.warning("launcher %s no longer held %d task(s); their outcomes were dropped",
                         launcher_id, len(outcomes) - len(kept))
-        self._exec_many(cur, "insert_history", [
+        self._insert_history(cur, [
             {"task_id": o.task_id,
              "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
              "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}
             for o in kept for k, state in enumerate(o.path)
         ])
 
-    def _written_outcomes(self, cur, launcher_id, outcomes):
-        by_id = {}
-        for o in outcomes:
-            row = self._exec(cur, "select_state", {"b_id": o.task_id}).fetchone()
-            if row is not None:
-                by_id[row[0]] = row
-        return [o for o in outcomes
-                if (r := by_id.get(o.task_id)) is not None
-                and r[1] == o.path[-1].value and r[2] == launcher_id]
-
     def cancel(self, task_ids: Sequence[int]) -> list[int]:
         """Cancel tasks no launcher holds; returns the ids that were cancelled."""
         if not task_ids:
             return []
         now = time.time()
-        with self._write() as conn:
-            done = [r.id for r in conn.execute(q.cancel_pending(list(task_ids)), {"now": now})]
+        with self._raw_write() as cur:
+            rows = self._exec_once(cur, q.lock_cancellable(list(task_ids)), {}).fetchall()
+            done = [r[0] for r in rows]
             if done:
-                conn.execute(q.insert_history(), [
-                    {"task_id": i, "from_state": None, "to_state": TaskState.CANCELLED.value,
-                     "at": now, "message": "cancelled"} for i in done
+                self._exec_once(cur, q.set_state(done), {"state": TaskState.CANCELLED.value,
+                                                         "now": now})
+                self._insert_history(cur, [
+                    {"task_id": r[0], "from_state": r[1], "to_state": TaskState.CANCELLED.value,
+                     "at": now, "message": "cancelled"} for r in rows
                 ])
         return done
 
@@ -468,52 +485,51 @@ class SqlStore:
 
     def register_launcher(self, info: LauncherInfo) -> int:
         now = time.time()
-        with self._write() as conn:
-            return conn.execute(q.insert_launcher(), {
+        with self._raw_write() as cur:
+            return self._exec(cur, "insert_launcher", {
                 "hostname": info.hostname, "pid": info.pid, "state": "RUNNING",
                 "started_at": now, "heartbeat_at": now, "info": info.info,
-            }).scalar_one()
+            }).fetchone()[0]
 
     def heartbeat(self, launcher_id: int) -> None:
-        with self._write() as conn:
-            conn.execute(q.touch_launcher(), {"lid": launcher_id, "now": time.time()})
+        with self._raw_write() as cur:
+            self._exec(cur, "touch_launcher", {"lid": launcher_id, "now": time.time()})
 
     def requeue_launchers(self, launcher_ids: Sequence[int], message: str) -> list[int]:
         """Put RUNNING tasks of ``launcher_ids`` back to RESTART_READY and mark them STOPPED."""
-        now = time.time()
-        with self._write() as conn:
-            return self._requeue(conn, list(launcher_ids), message, now)
+        with self._raw_write() as cur:
+            return self._requeue(cur, list(launcher_ids), message, time.time())
 
-    def _requeue(self, conn: Connection, launcher_ids: list[int], message: str, now: float):
+    def _requeue(self, cur: Any, launcher_ids: list[int], message: str, now: float):
         if not launcher_ids:
             return []
-        ids = list(conn.execute(q.select_running_of(launcher_ids)).scalars())
+        ids = [r[0] for r in self._exec_once(cur, q.lock_running_of(launcher_ids), {})]
         if ids:
-            conn.execute(q.requeue(ids), {"now": now})
-            conn.execute(q.insert_history(), [
+            self._exec_once(cur, q.requeue(ids), {"now": now})
+            self._insert_history(cur, [
                 {"task_id": i, "from_state": TaskState.RUNNING.value,
-                 "to_state": TaskState.RESTART_READY.value,
-                 "at": now, "message": message} for i in ids
+                 "to_state": TaskState.RESTART_READY.value, "at": now, "message": message}
+                for i in ids
             ])
-        conn.execute(q.set_launcher_state(),
-                     [{"lid": lid, "state": "STOPPED", "now": now} for lid in launcher_ids])
+        self._exec_many(cur, "set_launcher_state",
+                        [{"lid": lid, "state": "STOPPED", "now": now} for lid in launcher_ids])
         return ids
 
     def requeue_expired(self, lease_seconds: float) -> list[int]:
         """Requeue the tasks of every launcher silent for longer than ``lease_seconds``."""
         now = time.time()
-        with self._read() as conn:
-            stale = list(conn.execute(q.select_expired_launchers(),
-                                      {"before": now - lease_seconds}).scalars())
+        with self._raw_read() as cur:
+            stale = [r[0] for r in self._exec(cur, "select_expired_launchers",
+                                              {"before": now - lease_seconds})]
         if not stale:
             return []
-        with self._write() as conn:
-            # Check again under the write lock: a launcher may have heartbeated meanwhile.
-            stale = list(conn.execute(q.select_expired_launchers(),
-                                      {"before": now - lease_seconds}).scalars())
+        with self._raw_write() as cur:
+            # Check again inside the write: a launcher may have heartbeated meanwhile.
+            stale = [r[0] for r in self._exec(cur, "select_expired_launchers",
+                                              {"before": now - lease_seconds})]
             return self._requeue(
-                conn, stale,
-                f"launcher lease expired (no heartbeat for {lease_seconds:g} s)", now)
+                cur, stale, f"launcher lease expired (no heartbeat for {lease_seconds:g} s)",
+                now)
 
     def stop_launcher(self, launcher_id: int, message: str = "launcher stopped") -> list[int]:
         return self.requeue_launchers([launcher_id], message)

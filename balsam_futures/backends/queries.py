@@ -120,14 +120,20 @@ def select_state():
         tasks.c.id == _p("b_id"))
 
 
-def cancel_pending(ids: list[int]):
-    """Move tasks ``ids`` that no launcher holds to CANCELLED, returning the ids moved."""
+def lock_cancellable(ids: list[int]):
+    """(id, state) of tasks ``ids`` that may be cancelled, locked for update."""
     return (
-        update(tasks)
+        select(tasks.c.id, tasks.c.state)
         .where(tasks.c.id.in_(ids), _in_states(sources(TaskState.CANCELLED)))
-        .values(state=TaskState.CANCELLED.value, updated_at=_p("now"))
-        .returning(tasks.c.id, tasks.c.state)
+        .order_by(tasks.c.id)
+        .with_for_update()
     )
+
+
+def set_state(ids: list[int]):
+    """Set state :state on tasks ``ids``."""
+    return update(tasks).where(tasks.c.id.in_(ids)).values(state=_p("state"),
+                                                           updated_at=_p("now"))
 
 
 def latest_event_id():
@@ -174,7 +180,8 @@ def count_by_state():
 
 def insert_launcher():
     """Register a launcher, returning its id."""
-    return insert(launchers).returning(launchers.c.id)
+    cols = ("hostname", "pid", "state", "started_at", "heartbeat_at", "info")
+    return insert(launchers).values({c: _p(c) for c in cols}).returning(launchers.c.id)
 
 
 def touch_launcher():
@@ -202,10 +209,13 @@ def select_expired_launchers():
     )
 
 
-def select_running_of(launcher_ids: list[int]):
-    """(id, state) of RUNNING tasks held by ``launcher_ids``."""
-    return select(tasks.c.id).where(
-        tasks.c.launcher_id.in_(launcher_ids), _in_states([TaskState.RUNNING])
+def lock_running_of(launcher_ids: list[int]):
+    """Ids of RUNNING tasks held by ``launcher_ids``, locked for update."""
+    return (
+        select(tasks.c.id)
+        .where(tasks.c.launcher_id.in_(launcher_ids), _in_states([TaskState.RUNNING]))
+        .order_by(tasks.c.id)
+        .with_for_update()
     )
 
 
@@ -213,7 +223,7 @@ def requeue(ids: list[int]):
     """Move RUNNING tasks ``ids`` back to RESTART_READY."""
     return (
         update(tasks)
-        .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.RUNNING.value)
+        .where(tasks.c.id.in_(ids), _in_states([TaskState.RUNNING]))
         .values(state=TaskState.RESTART_READY.value, launcher_id=None,
                 updated_at=_p("now"))
     )
