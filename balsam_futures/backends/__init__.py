@@ -12,11 +12,17 @@ __all__ = ["ClaimedTask", "LauncherInfo", "SqlStore", "TaskEvent", "TaskOutcome"
 def open_store(url: str) -> SqlStore:
     """Open (and on first use, create) the store at ``url``.
 
-    ``sqlite:///path/to/balsam.db`` is the embedded default.
+    ``sqlite:///path/to/balsam.db`` is the embedded default; ``postgresql://...`` serves
+    many launchers at once.
     """
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 
         return SqliteStore(Path(url[len("sqlite:///"):]))
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported database URL scheme {scheme!r}; use sqlite:///PATH")
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
+        from .postgres import PostgresStore
+
+        return PostgresStore("postgresql" + url[len(scheme):])
+    raise ValueError(f"unsupported database URL scheme {scheme!r}; "
+                     "use sqlite:///PATH or postgresql://USER@HOST/DB")

@@ -239,6 +239,14 @@ class SqlStore:
     def _before_history(self, cur: Any) -> None:
         """Dialect hook, run in the transaction before history rows are inserted."""
 
+    def _after_create(self, cur: Any) -> None:
+        """Dialect hook, run in the transaction that inserted new tasks."""
+
+    def notify_fd(self) -> int | None:
+        """A file descriptor that becomes readable when the store changes, if the backend
+        has one (PostgreSQL LISTEN); pollers then sleep on it instead of polling."""
+        return None
+
     def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int] | None:
         """Write outcomes; returns the ids written, or None when all were."""
         written = self._exec_many(cur, "finish_running", params)
@@ -350,6 +358,7 @@ class SqlStore:
             # No history row for creation: ``created_at`` records it, and leaving it out
             # saves two of the five pages each single submit wrote to the WAL.
             self._exec_many(cur, "insert_tasks", rows)
+            self._after_create(cur)
             edges = [{"child_id": i, "parent_id": p}
                      for i, s in zip(ids, specs) for p in s.depends_on]
             if edges:

@@ -76,7 +76,9 @@ def insert_dependencies():
 
 def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = ()) -> Select:
     """The first :limit claimable tasks in claim order that fit ``max_nodes`` and ``tags``."""
-    stmt = select(*CLAIM_COLUMNS).where(_in_states(CLAIMABLE))
+    # SKIP LOCKED (PostgreSQL): concurrent claimers pass over each other's rows instead of
+    # queueing behind them; SQLite has one writer and ignores it.
+    stmt = select(*CLAIM_COLUMNS).where(_in_states(CLAIMABLE)).with_for_update(skip_locked=True)
     if max_nodes is not None:
         stmt = stmt.where(tasks.c.num_nodes <= max_nodes)
     for key, value in tags:
@@ -237,3 +239,33 @@ def delete_tasks(ids: list[int]):
 def sqlite_task_sequence():
     """SQLite: the last task id handed out (AUTOINCREMENT keeps it in sqlite_sequence)."""
     return text("SELECT seq FROM sqlite_sequence WHERE name = 'bf_tasks'")
+
+
+def pg_next_task_ids():
+    """PostgreSQL: :n fresh task ids from the table's sequence."""
+    return text("SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n)")
+
+
+def pg_lock_history():
+    """PostgreSQL: the transaction lock that makes history commit in id order."""
+    return text("SELECT pg_advisory_xact_lock(hashtext('bf_history'))")
+
+
+def pg_notify():
+    """PostgreSQL: announce a change on :channel (delivered at commit)."""
+    return text("SELECT pg_notify(:channel, '')")
+
+
+def pg_finish_running_values() -> tuple[str, str]:
+    """PostgreSQL: ``finish_running`` for many tasks in one statement, returning the ids
+    written (psycopg2 ``execute_values`` SQL and row template)."""
+    sql = (
+        "UPDATE bf_tasks AS t SET state = v.state, result = v.result, error = v.error, "
+        "return_code = v.rc, num_restarts = t.num_restarts + v.inc, updated_at = v.now "
+        "FROM (VALUES %s) AS v(id, lid, state, result, error, rc, inc, now) "
+        "WHERE t.id = v.id AND t.state = 'RUNNING' AND t.launcher_id = v.lid "
+        "RETURNING t.id"
+    )
+    template = ("(%(b_id)s::int, %(b_lid)s::int, %(b_state)s::varchar, %(b_result)s::bytea, "
+                "%(b_error)s::bytea, %(b_rc)s::int, %(b_inc)s::int, %(b_now)s::float8)")
+    return sql, template

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from ..errors import SchemaMismatch, SiteError
 from .base import SqlStore
@@ -59,7 +60,9 @@ class SqliteStore(SqlStore):
                 os.close(fd)
             except OSError as exc:
                 raise SiteError(f"cannot create the database {self.path}: {exc}") from exc
-        engine = create_engine(f"sqlite:///{self.path}")
+        # Each thread keeps its own connection (see SqlStore._dbapi_connection); NullPool
+        # lets short-lived reads open and close theirs with no pool limit on threads.
+        engine = create_engine(f"sqlite:///{self.path}", poolclass=NullPool)
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "begin", _on_begin)
         try:

@@ -1,0 +1,153 @@
+"""PostgreSQL: many launchers on one server.
+
+Differences from SQLite, and only these:
+
+* Claims take rows with ``FOR UPDATE SKIP LOCKED``, so launchers claiming at the same time
+  get different tasks without waiting for each other.
+* History ids come from a sequence, and concurrent transactions may commit out of id order;
+  a watcher reading "ids after my cursor" would then skip a row that commits late.  Writers
+  therefore take one transaction-scoped advisory lock just before inserting history rows, so
+  history commits in id order (the lock is released after the commit is visible).  Only the
+  history insert and the commit run under it; claims and updates proceed in parallel.
+* Changes are announced with NOTIFY (``bf_events`` for state changes, ``bf_tasks`` for new
+  tasks); ``notify_fd()`` gives pollers a socket to sleep on instead of polling.
+* Bulk statements go through psycopg2's ``execute_batch``/``execute_values`` (a round trip
+  per page, not per row).
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from ..errors import StoreUnavailable
+from . import queries as q
+from .base import SqlStore
+
+#: Rows per round trip in bulk statements.
+PAGE_SIZE = 1000
+EVENTS_CHANNEL = "bf_events"
+TASKS_CHANNEL = "bf_tasks"
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database URL>"
+
+
+class PostgresStore(SqlStore):
+    dialect_name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise StoreUnavailable(
+                "PostgreSQL needs psycopg2: pip install 'balsam_futures[postgres]'") from None
+        sa_url = make_url(url).set(drivername="postgresql+psycopg2")
+        # libpq's own form, for the LISTEN connection made with psycopg2 directly.
+        self.url = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # Each thread keeps its own connection for the store's life, so a pool adds nothing;
+        # NullPool also means no pool limit on the number of threads.
+        engine = create_engine(sa_url, poolclass=NullPool)
+        super().__init__(engine, display_url=redact(url))
+        self._listen_lock = threading.Lock()
+        self._listen: Any = None
+
+    # -- dialect hooks -----------------------------------------------------------------------
+
+    def _exec_many(self, cur: Any, name: str, rows, *args) -> int:
+        from psycopg2.extras import execute_batch, execute_values
+
+        if not rows:
+            return 0
+        raw = self._stmt(name, *args)
+        params = [raw.params(r) for r in rows]
+        head, sep, template = raw.sql.partition(" VALUES ")
+        if raw.sql.startswith("INSERT") and sep and "RETURNING" not in template:
+            # One multi-row INSERT per page: 5x faster than a statement per row.
+            execute_values(cur, head + " VALUES %s", params, template=template,
+                           page_size=PAGE_SIZE)
+        else:
+            execute_batch(cur, raw.sql, params, page_size=PAGE_SIZE)
+        return -1  # neither adds up row counts
+
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int] | None:
+        from psycopg2.extras import execute_values
+
+        sql, template = q.pg_finish_running_values()
+        rows = execute_values(cur, sql, params, template=template, page_size=PAGE_SIZE,
+                              fetch=True)
+        written = {r[0] for r in rows}
+        return None if len(written) == len(params) else written
+
+    def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
+        return [r[0] for r in self._exec(cur, "pg_next_task_ids", {"n": n}).fetchall()]
+
+    def _before_history(self, cur: Any) -> None:
+        if getattr(self._local, "history_cursor", None) is cur:
+            return  # this transaction holds the lock already
+        self._exec(cur, "pg_lock_history", {})
+        self._exec(cur, "pg_notify", {"channel": EVENTS_CHANNEL})
+        self._local.history_cursor = cur
+
+    def _after_create(self, cur: Any) -> None:
+        self._exec(cur, "pg_notify", {"channel": TASKS_CHANNEL})
+
+    # -- change notification -----------------------------------------------------------------
+
+    def _listener(self) -> Any:
+        if self._listen is None:
+            import psycopg2
+
+            conn = psycopg2.connect(self.url)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {EVENTS_CHANNEL}; LISTEN {TASKS_CHANNEL}")
+            self._listen = conn
+        return self._listen
+
+    def notify_fd(self) -> int | None:
+        """A socket that becomes readable when a NOTIFY arrives."""
+        with self._listen_lock:
+            try:
+                return self._listener().fileno()
+            except Exception:
+                return None
+
+    def changed(self) -> bool:
+        """True when a notification arrived since the last call (or the listener was lost)."""
+        with self._listen_lock:
+            try:
+                conn = self._listener()
+                if select.select([conn], [], [], 0)[0]:
+                    conn.poll()
+                if conn.notifies:
+                    conn.notifies.clear()
+                    return True
+                return False
+            except Exception:
+                # Lost the listening connection: reconnect next time, and say "maybe" now.
+                self._close_listener()
+                return True
+
+    def _close_listener(self) -> None:
+        if self._listen is not None:
+            try:
+                self._listen.close()
+            except Exception:
+                pass
+            self._listen = None
+
+    def close(self) -> None:
+        with self._listen_lock:
+            self._close_listener()
+        super().close()
