@@ -24,6 +24,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING
 from typing import Any
 
+from ._wakeup import Waker
 from .errors import LauncherBroken, PayloadError, StoreError, TaskFailed, TaskKilled
 from .serialization import load_exception, load_result
 from .tasks import TaskState
@@ -35,6 +36,9 @@ POLL_MIN = 0.001
 #: Poll interval when nothing happened for ACTIVE_WINDOW seconds.
 POLL_MAX = 0.05
 ACTIVE_WINDOW = 2.0
+#: With a store that announces changes, the longest sleep between looks at it anyway: it
+#: bounds the delay after a lost notification and how late a dead launcher is noticed.
+NOTIFY_FALLBACK_POLL = 0.5
 #: Events read per query.  Large enough to drain a burst in a few queries, small enough that
 #: one query does not hold megabytes of results in memory.
 EVENT_BATCH = 2000
@@ -129,20 +133,21 @@ class Watcher(threading.Thread):
         self._owner = weakref.ref(owner)
         self.launcher = launcher
         self._stopping = threading.Event()
-        self._wake = threading.Event()
+        self._waker = Waker()
         self.error: BaseException | None = None
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._waker.set()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._waker.set()
 
     def run(self) -> None:
         poll = POLL_MIN
         last_activity = time.monotonic()
         last_check = 0.0
+        notify_fd = self.store.notify_fd()
         while not self._stopping.is_set():
             try:
                 if self.store.changed() and self.drain():
@@ -156,10 +161,14 @@ class Watcher(threading.Thread):
                     return
                 if self._owner() is None and not self.registry.futures:
                     return
+            if notify_fd is not None:
+                # The store announces changes (PostgreSQL NOTIFY): sleep until one comes.
+                self._waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
+                continue
             poll = POLL_MIN if now - last_activity < ACTIVE_WINDOW else min(poll * 2, POLL_MAX)
-            if self._wake.wait(poll):
-                self._wake.clear()
+            if self._waker.wait(poll):
                 last_activity = time.monotonic()
+        self._waker.close()
 
     def drain(self) -> int:
         """Read and apply every new event; returns how many were applied."""

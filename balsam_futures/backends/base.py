@@ -247,14 +247,19 @@ class SqlStore:
         has one (PostgreSQL LISTEN); pollers then sleep on it instead of polling."""
         return None
 
-    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int] | None:
-        """Write outcomes; returns the ids written, or None when all were."""
-        written = self._exec_many(cur, "finish_running", params)
-        if written == len(params):
-            return None
-        return {p["b_id"] for p in params
-                if (row := self._exec(cur, "select_state", {"b_id": p["b_id"]}).fetchone())
-                and row[1] == p["b_state"] and row[2] == p["b_lid"]}
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int]:
+        """Write outcomes; returns the ids of the rows actually updated.
+
+        One statement per outcome, so each row count says whether this launcher still held
+        that task (an executemany only reports the total, which cannot tell which).
+        """
+        raw = self._stmt("finish_running")
+        written = set()
+        for p in params:
+            cur.execute(raw.sql, raw.params(p))
+            if cur.rowcount == 1:
+                written.add(p["b_id"])
+        return written
 
     def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
         """Reserve ``n`` task ids inside the current write transaction (dialect-specific)."""
@@ -376,13 +381,16 @@ class SqlStore:
         return self.record_and_claim(launcher_id, (), limit, max_nodes=max_nodes, tags=tags)
 
     def record_outcomes(self, launcher_id: int, outcomes: Sequence[TaskOutcome]) -> int:
-        """Write results of runs held by ``launcher_id`` in one transaction.
+        """Write results of runs held by ``launcher_id`` in one transaction; returns how many
+        were written.
 
         An outcome for a task the launcher no longer holds (its lease expired and the task
         was requeued) is dropped with a warning.
         """
-        self.record_and_claim(launcher_id, outcomes, 0)
-        return len(outcomes)
+        if not outcomes:
+            return 0
+        with self._raw_write() as cur:
+            return self._record(cur, launcher_id, outcomes, time.time())
 
     def record_and_claim(self, launcher_id: int, outcomes: Sequence[TaskOutcome], limit: int,
                          *, max_nodes: int | None = None,
@@ -419,24 +427,25 @@ class SqlStore:
         return claimed
 
     def _record(self, cur: Any, launcher_id: int, outcomes: Sequence[TaskOutcome],
-                now: float) -> None:
+                now: float) -> int:
+        unique = list({o.task_id: o for o in reversed(outcomes)}.values())[::-1]
         params = [{
             "b_id": o.task_id, "b_lid": launcher_id, "b_state": o.path[-1].value,
             "b_result": o.result, "b_error": o.error, "b_rc": o.return_code,
             "b_inc": 1 if o.path[-1] is TaskState.RESTART_READY else 0, "b_now": now,
-        } for o in outcomes]
+        } for o in unique]
         written = self._finish_running(cur, params)
-        kept = list(outcomes)
-        if written is not None:
-            kept = [o for o in outcomes if o.task_id in written]
-            log.warning("launcher %s no longer held %d task(s); their outcomes were dropped",
-                        launcher_id, len(outcomes) - len(kept))
+        kept = [o for o in unique if o.task_id in written]
+        if len(kept) != len(outcomes):
+            log.warning("launcher %s: %d outcome(s) dropped (task no longer held, or sent "
+                        "twice)", launcher_id, len(outcomes) - len(kept))
         self._insert_history(cur, [
             {"task_id": o.task_id,
              "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
              "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}
             for o in kept for k, state in enumerate(o.path)
         ])
+        return len(kept)
 
     def cancel(self, task_ids: Sequence[int]) -> list[int]:
         """Cancel tasks no launcher holds; returns the ids that were cancelled."""

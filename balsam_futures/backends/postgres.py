@@ -80,14 +80,13 @@ class PostgresStore(SqlStore):
             execute_batch(cur, raw.sql, params, page_size=PAGE_SIZE)
         return -1  # neither adds up row counts
 
-    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int] | None:
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int]:
         from psycopg2.extras import execute_values
 
         sql, template = q.pg_finish_running_values()
         rows = execute_values(cur, sql, params, template=template, page_size=PAGE_SIZE,
                               fetch=True)
-        written = {r[0] for r in rows}
-        return None if len(written) == len(params) else written
+        return {r[0] for r in rows}
 
     def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
         return [r[0] for r in self._exec(cur, "pg_next_task_ids", {"n": n}).fetchall()]

@@ -79,6 +79,7 @@ class SqliteStore(SqlStore):
                 ) from exc
             raise
         self._lock_path = str(self.path) + ".writelock"
+        self._lock_fds: list[int] = []
         self._probe_lock = threading.Lock()
         self._probe: sqlite3.Connection | None = None
         self._data_version: int | None = None
@@ -100,6 +101,8 @@ class SqliteStore(SqlStore):
         fd = getattr(self._local, "lock_fd", None)
         if fd is None:
             fd = self._local.lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            with self._probe_lock:
+                self._lock_fds.append(fd)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with super()._raw_write() as cur:
@@ -137,4 +140,7 @@ class SqliteStore(SqlStore):
             if self._probe is not None:
                 self._probe.close()
                 self._probe = None
+            for fd in self._lock_fds:
+                os.close(fd)
+            self._lock_fds.clear()
         super().close()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config
+from .._wakeup import Waker
 from ..backends import LauncherInfo, open_store
 from ..backends.base import ClaimedTask, TaskOutcome
 from ..errors import StoreError
@@ -50,6 +51,9 @@ POLL_MIN = 0.001
 #: Poll interval when idle: bounds the latency of the first task after a quiet spell; smaller
 #: costs idle CPU on every launcher.
 POLL_MAX = 0.05
+#: With a store that announces changes, the longest sleep between looks at the store anyway
+#: (a lost notification costs at most this much latency).
+NOTIFY_FALLBACK_POLL = 1.0
 #: How long after the last activity polling stays at POLL_MIN.
 ACTIVE_WINDOW = 2.0
 #: Heartbeats per lease (BALSAM_FUTURES_LEASE_SECONDS).  Several, so one slow write does not
@@ -83,10 +87,9 @@ class Pilot:
         self.finished = 0
         self._backlog: deque[ClaimedTask] = deque()
         self._outcomes: list[TaskOutcome] = []
-        self._cond = threading.Condition()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._lock = threading.Lock()  # guards _outcomes
+        self._dispatcher_waker = Waker()
+        self._store_waker = Waker()
         self._last_activity = time.monotonic()
         self._running = 0  # busy workers, as the dispatcher last saw them
         self.idle = False
@@ -97,13 +100,8 @@ class Pilot:
         """Ask both threads to stop (safe from a signal handler)."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        self._wake_dispatcher()
-
-    def _wake_dispatcher(self) -> None:
-        try:
-            os.write(self._wake_w, b"!")
-        except BlockingIOError:
-            pass  # the pipe is full: the dispatcher will wake anyway
+        self._dispatcher_waker.set()
+        self._store_waker.set()
 
     def _install_signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,8 +132,6 @@ class Pilot:
         finally:
             self.request_stop(self.stop_reason or "error")
             pool.stop()
-            with self._cond:
-                self._cond.notify_all()
             store_thread.join()
             requeued = store.stop_launcher(lid, f"launcher {lid} stopped ({self.stop_reason})")
             if requeued:
@@ -148,7 +144,7 @@ class Pilot:
     # -- dispatcher --------------------------------------------------------------------------
 
     def _dispatch_loop(self, pool: WorkerPool) -> None:
-        pool.watch(self._wake_r)
+        pool.watch(self._dispatcher_waker.fileno())
         if self.control_fd is not None:
             pool.watch(self.control_fd)
         while self.stop_reason is None:
@@ -158,21 +154,16 @@ class Pilot:
                     tasks.append(self._backlog.popleft())
                 left = pool.dispatch(tasks)
                 self._backlog.extendleft(reversed(left))
-                with self._cond:
-                    self._cond.notify()  # room in the backlog: the store thread may claim
+                self._store_waker.set()  # room in the backlog: the store thread may claim
             outcomes, handback, ready = pool.collect(None)
             if handback:
                 self._backlog.extendleft(reversed(handback))
             if outcomes:
-                with self._cond:
+                with self._lock:
                     self._outcomes.extend(outcomes)
-                    self._cond.notify()
-            if self._wake_r in ready:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._store_waker.set()
+            if self._dispatcher_waker.fileno() in ready:
+                self._dispatcher_waker.clear()
             if self.control_fd in ready and os.read(self.control_fd, 4096) == b"":
                 self.request_stop("the executor that started it exited")
             self._running = pool.running()
@@ -190,11 +181,12 @@ class Pilot:
         poll = POLL_MIN
         retry = RETRY_MIN
         last_beat = last_sweep = time.monotonic()
+        notify_fd = store.notify_fd()
         while True:
-            with self._cond:
-                if (len(self._outcomes) < workers * 4 and len(self._backlog) >= target // 2
-                        and self.stop_reason is None and self._backlog):
-                    self._cond.wait(COALESCE_SECONDS)
+            if (len(self._outcomes) < workers * 4 and self._backlog
+                    and len(self._backlog) >= target // 2 and self.stop_reason is None):
+                time.sleep(COALESCE_SECONDS)  # a deliberate delay: see COALESCE_SECONDS
+            with self._lock:
                 outcomes, self._outcomes = self._outcomes, []
             stopping = self.stop_reason is not None
             # Running tasks count against the target: the dispatcher moved them out of the
@@ -216,7 +208,7 @@ class Pilot:
                         more = len(claimed) == want
                     if claimed:
                         self._backlog.extend(claimed)
-                        self._wake_dispatcher()
+                        self._dispatcher_waker.set()
                     if outcomes or claimed:
                         self._last_activity = time.monotonic()
                 now = time.monotonic()
@@ -231,7 +223,7 @@ class Pilot:
             except StoreError as exc:
                 # Keep the outcomes and try again: results produced during an outage are
                 # written when the store comes back.
-                with self._cond:
+                with self._lock:
                     self._outcomes[:0] = outcomes
                 log.warning("store unavailable, retrying in %.1f s: %s", retry, exc)
                 time.sleep(retry)
@@ -245,9 +237,13 @@ class Pilot:
             idle_timeout = self.cfg.idle_timeout
             if idle_timeout is not None and self.idle and quiet >= idle_timeout:
                 self.request_stop(f"idle for {idle_timeout:g} s")
-            with self._cond:
-                if not self._outcomes and self.stop_reason is None:
-                    self._cond.wait(poll)
+            if not self._outcomes and self.stop_reason is None:
+                if notify_fd is None:
+                    self._store_waker.wait(poll)
+                else:
+                    # The store announces changes (PostgreSQL NOTIFY): sleep until one comes,
+                    # polling only as a fallback and for heartbeats.
+                    self._store_waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
 
 
 def run_launcher(db_url: str, cfg: LauncherConfig, *, control_fd: int | None = None,

@@ -28,9 +28,11 @@ from balsam_futures.backends.schema import meta
 from balsam_futures.errors import SchemaMismatch
 from balsam_futures.tasks import (
     WATCHED,
+    Resources,
     TaskOptions,
     TaskSpec,
     TaskState,
+    check_transition,
     outcome_path,
 )
 
@@ -88,8 +90,6 @@ def finish(store: SqlStore, lid: int, task_id: int, run_state: TaskState,
 
 def assert_history_chained(store: SqlStore, task_id: int) -> None:
     """Each history row starts where the previous one ended, and every move is allowed."""
-    from balsam_futures.tasks import check_transition
-
     previous = S.READY.value  # creation is recorded by created_at, not by a history row
     for frm, to in transitions(store, task_id):
         assert frm == previous, (task_id, transitions(store, task_id))
@@ -202,8 +202,6 @@ class TestClaim:
         assert [c.id for c in store.claim(lid, 10)] == untagged
 
     def test_max_nodes_filter(self, store):
-        from balsam_futures.tasks import Resources
-
         big = store.create_tasks([spec("big", resources=Resources(num_nodes=8))])
         small = store.create_tasks([spec("small", resources=Resources(num_nodes=2))])
         one = store.create_tasks([spec("one")])
@@ -373,6 +371,16 @@ class TestRecordOutcomes:
         assert row_of(store, tid)["result"] == b"r"
         assert store.history(tid) == history
 
+    def test_same_outcome_twice_in_one_batch_writes_history_once(self, store):
+        (tid,) = add(store)
+        lid = launcher(store)
+        store.claim(lid, 1)
+        outcome = TaskOutcome(tid, outcome_path(S.RUN_DONE, 0, 0, True), result=b"r")
+        store.record_outcomes(lid, [outcome, outcome])
+        assert transitions(store, tid) == [
+            ("READY", "RUNNING"), ("RUNNING", "RUN_DONE"), ("RUN_DONE", "JOB_FINISHED"),
+        ]
+
     def test_every_state_change_has_exactly_one_history_row(self, store):
         ids = add(store, 4, max_retries=1)
         lid = launcher(store)
@@ -458,7 +466,7 @@ class TestEvents:
         assert events
         assert store.read_events(cursor) == ([], cursor)
         # New events appear after the cursor, and only them.
-        (tid,) = add(store)
+        (tid,) = add(store, priority=1)  # claimed before the task waiting for a retry
         store.claim(launcher(store), 1)
         more, cursor2 = store.read_events(cursor)
         assert [(e.task_id, e.state) for e in more] == [(tid, S.RUNNING)]
@@ -635,11 +643,11 @@ class TestChangedAndReopen:
         watcher, writer = make_store(), make_store()
         watcher.changed()  # the first call has nothing to compare with
         assert watcher.changed() is False
-        add(writer, 1)
+        ids = add(writer, 1)
         assert watcher.changed() is True
         assert watcher.changed() is False
         # Reads by anyone are not changes.
-        writer.get_tasks([1])
+        writer.get_tasks(ids)
         writer.read_events(0)
         assert watcher.changed() is False
 
@@ -678,13 +686,21 @@ class TestChangedAndReopen:
             make_store()
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+def _fds_under(directory) -> dict[str, str]:
+    """Open file descriptors of this process whose target lies in ``directory``."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (e.g. the descriptor listdir itself used)
+            continue
+        if target.startswith(str(directory)):
+            found[fd] = target
+    return found
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
 def test_close_releases_every_file_descriptor(tmp_path):
-    before = _open_fds()
     store = open_store(sqlite_url(tmp_path))
     ids = add(store, 2)
     lid = launcher(store)
@@ -692,10 +708,13 @@ def test_close_releases_every_file_descriptor(tmp_path):
     store.cancel(ids[1:])
     store.changed()
     store.read_events(0)
+    store.get_tasks(ids)
+    worker = threading.Thread(target=lambda: add(store, 1))  # another thread's connection
+    worker.start()
+    worker.join()
+    assert _fds_under(tmp_path), "the store should hold its files open before close()"
     store.close()
-    leaked = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds() - before
-              if os.path.exists(f"/proc/self/fd/{fd}")}
-    assert leaked == {}
+    assert _fds_under(tmp_path) == {}
 
 
 class TestSqliteFiles:

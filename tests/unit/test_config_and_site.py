@@ -14,7 +14,7 @@ from balsam_futures.sitedir import DB_FILE, DEFAULT_SITE_NAME, open_site, resolv
 
 pytestmark = pytest.mark.timeout(60)
 
-RUNNING_AS_ROOT = hasattr(os, geteuid := "geteuid") and getattr(os, geteuid)() == 0
+RUNNING_AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 @pytest.fixture(autouse=True)

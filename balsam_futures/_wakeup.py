@@ -1,0 +1,54 @@
+"""A wake-up call that ``select()`` can wait on together with sockets.
+
+A ``threading.Event`` cannot be waited on beside a socket, and the launcher's store thread and
+the executor's watcher want to sleep until either another thread has news for them or the
+store announces a change (PostgreSQL NOTIFY arrives on a socket).  A pipe can be both.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Sequence
+
+
+class Waker:
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def set(self) -> None:
+        """Wake the waiter (safe from a signal handler; cheap if already set)."""
+        try:
+            os.write(self._w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # full (the waiter wakes anyway) or closed
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def wait(self, timeout: float | None, also: Sequence[int] = ()) -> list[int]:
+        """Sleep until set, one of ``also`` is readable, or ``timeout``; returns what is
+        readable (the waker is cleared)."""
+        try:
+            ready = select.select([self._r, *also], [], [], timeout)[0]
+        except ValueError:  # a closed descriptor in ``also``
+            return []
+        if self._r in ready:
+            self.clear()
+        return ready
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
