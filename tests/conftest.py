@@ -10,7 +10,10 @@ interface, so both must pass it.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -38,3 +41,37 @@ def make_executor(site_dir):
     yield factory
     for ex in made:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL cluster for the whole session (initdb + pg_ctl, ~1 s).
+
+    As root, the server runs as the ``postgres`` user (PostgreSQL refuses root).  Skipped with
+    the reason where the server binaries or psycopg2 are missing; CI installs both.
+    """
+    from balsam_futures.backends.pgserver import LocalPostgres, PostgresServerError, find_binary
+
+    try:
+        import psycopg2  # noqa: F401
+
+        find_binary("initdb")
+    except (ImportError, PostgresServerError) as exc:
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    base = tempfile.mkdtemp(prefix="bf-pg-")
+    os.chmod(base, 0o711)  # the server's user must be able to enter it
+    server = LocalPostgres(os.path.join(base, "cluster"),
+                           run_as="postgres" if os.geteuid() == 0 else None)
+    server.start()
+    yield server
+    server.stop(mode="immediate")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+_db_numbers = itertools.count()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh, empty database on the session's server."""
+    return pg_server.create_database(f"test_{os.getpid()}_{next(_db_numbers)}")

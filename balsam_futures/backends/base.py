@@ -121,6 +121,11 @@ class LauncherInfo:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _blob(value: Any) -> bytes | None:
+    # psycopg2 returns bytea as memoryview; everything above the store sees bytes.
+    return None if value is None else bytes(value)
+
+
 class SqlStore:
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
 
@@ -421,7 +426,7 @@ class SqlStore:
             fields = dict(zip(names, r))
             del fields["state"]
             fields["tags"] = self._decode_json(fields["tags"])
-            fields["payload"] = bytes(fields["payload"])
+            fields["payload"] = _blob(fields["payload"])
             fields["auto_timeout_retry"] = bool(fields["auto_timeout_retry"])
             claimed.append(ClaimedTask(**fields))
         return claimed
@@ -480,7 +485,7 @@ class SqlStore:
                               {"after": after, "upto": upto, "limit": limit}).fetchall()
         if len(rows) == limit:
             upto = rows[-1][0]
-        events = [TaskEvent(r[0], r[1], TaskState(r[2]), r[3], r[4]) for r in rows]
+        events = [TaskEvent(r[0], r[1], TaskState(r[2]), _blob(r[3]), _blob(r[4])) for r in rows]
         return events, upto
 
     # -- queries -----------------------------------------------------------------------------

@@ -2,10 +2,9 @@
 
 ``STORE_FACTORIES`` maps a backend name to a function of ``tmp_path`` that opens a store.
 Calling a factory twice with the same ``tmp_path`` must open the *same* database (a second
-connection to it), which is how the suite tests concurrent claims and change probes.  To run
-the suite on PostgreSQL, add a factory (for example one that creates a database named after
-``tmp_path`` on the server started by ``.ci/run``) and a matching entry in ``BACKEND_PARAMS``
-marked ``pytest.mark.postgres``.
+connection to it), which is how the suite tests concurrent claims and change probes.
+PostgreSQL tests get a fresh database on the session's throwaway server (``pg_url`` in
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ STORE_FACTORIES: dict[str, Callable[[Path], SqlStore]] = {
 
 BACKEND_PARAMS = [
     pytest.param("sqlite", id="sqlite"),
-    # pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 
 
@@ -42,15 +41,20 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def make_store(backend, tmp_path):
+def make_store(backend, tmp_path, request):
     """Open a store on this test's database; every call is another connection to it.
 
     Every store opened is closed at teardown, newest first.
     """
     opened: list[SqlStore] = []
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_url")  # one fresh database per test
+        factory = lambda _path: open_store(url)  # noqa: E731
+    else:
+        factory = STORE_FACTORIES[backend]
 
     def make() -> SqlStore:
-        store = STORE_FACTORIES[backend](tmp_path)
+        store = factory(tmp_path)
         opened.append(store)
         return store
 

@@ -14,6 +14,7 @@ Schema checks on files that are not balsam stores are SQLite-specific and live i
 from __future__ import annotations
 
 import os
+import select
 import sqlite3
 import stat
 import threading
@@ -638,12 +639,20 @@ class TestLeases:
 # --------------------------------------------------------------------------------------------
 
 
+def _await_notification(store, timeout=5.0):
+    """A NOTIFY reaches the listening socket shortly after the commit: wait for it there."""
+    fd = store.notify_fd()
+    if fd is not None:
+        select.select([fd], [], [], timeout)
+
+
 class TestChangedAndReopen:
     def test_changed_probe(self, make_store):
         watcher, writer = make_store(), make_store()
         watcher.changed()  # the first call has nothing to compare with
         assert watcher.changed() is False
         ids = add(writer, 1)
+        _await_notification(watcher)
         assert watcher.changed() is True
         assert watcher.changed() is False
         # Reads by anyone are not changes.
