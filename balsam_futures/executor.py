@@ -28,14 +28,14 @@ from typing import Any
 
 from .backends import SqlStore, open_store
 from .errors import LauncherBroken
-from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled
+from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
 from .launcher.pilot import LauncherConfig
 from .launcher.process import LauncherProcess, worker_python_path
 from .launcher.workers import pack_initializer
 from .serialization import dump_call, dump_callable
 from .sitedir import Site, open_site
 from .submission import Submitter
-from .tasks import TaskOptions, TaskSpec
+from .tasks import FINAL, TaskOptions, TaskSpec, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,42 @@ class BalsamExecutor(_cf.Executor):
         if chunksize == 1:
             return results
         return itertools.chain.from_iterable(results)
+
+    # -- re-attaching ------------------------------------------------------------------------
+
+    def attach(self, ids: Iterable[int] | None = None, *,
+               tags: dict[str, str] | None = None) -> list[BalsamFuture]:
+        """Standard futures for tasks already in the store, e.g. after a master restarted.
+
+        Give task ``ids``, or ``tags`` that select a campaign (every task carrying all of
+        them).  Finished tasks resolve at once; the others when they finish, under whichever
+        launcher runs them.  Returns the futures in task id order.
+        """
+        if (ids is None) == (tags is None):
+            raise TypeError("attach() takes task ids or tags=, not both or neither")
+        with self._shutdown_lock:
+            self._check_open()
+        task_ids = sorted(set(ids)) if ids is not None else self._store.task_ids(tags)
+        if ids is not None:
+            missing = set(task_ids) - {e.task_id for e in self._store.task_outcomes(task_ids)}
+            if missing:
+                raise KeyError(f"no such task(s) in {self._store.display_url}: "
+                               f"{', '.join(map(str, sorted(missing)[:10]))}")
+        with self._registry.lock:
+            futs = []
+            for task_id in task_ids:
+                fut = self._registry.futures.get(task_id)
+                if fut is None:
+                    fut = BalsamFuture(task_id, self._submitter)
+                    self._registry.add([fut])
+                futs.append(fut)
+        # Registered first, read second: an event between the two resolves the future twice,
+        # which apply_event ignores; the other order could miss it.
+        by_id = {f._task_id: f for f in futs}
+        for event in self._store.task_outcomes(task_ids):
+            if event.state in FINAL or event.state is TaskState.RUNNING:
+                apply_event(by_id[event.task_id], event.state, event.result, event.error)
+        return futs
 
     # -- shutting down -----------------------------------------------------------------------
 

@@ -496,6 +496,24 @@ class SqlStore:
         by_id = {r.id: dict(r._mapping) for r in rows}
         return [by_id[i] for i in task_ids if i in by_id]
 
+    def task_outcomes(self, task_ids: Sequence[int]) -> list[TaskEvent]:
+        """The current state (and result or error) of each task, as events with id 0."""
+        found: list[TaskEvent] = []
+        ids = list(task_ids)
+        with self._raw_read() as cur:
+            for start in range(0, len(ids), BULK_CHUNK):
+                rows = self._exec_once(cur, q.select_outcomes(ids[start:start + BULK_CHUNK]),
+                                       {}).fetchall()
+                found.extend(TaskEvent(0, r[0], TaskState(r[1]), _blob(r[2]), _blob(r[3]))
+                             for r in rows)
+        return found
+
+    def task_ids(self, tags: dict[str, str]) -> list[int]:
+        """Ids of the tasks that carry every one of ``tags``."""
+        with self._raw_read() as cur:
+            return [r[0] for r in self._exec_once(
+                cur, q.select_ids_tagged(tuple(sorted(tags.items()))), {})]
+
     def history(self, task_id: int) -> list[dict[str, Any]]:
         with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(q.select_history(task_id))]

@@ -165,6 +165,20 @@ def select_task_rows(ids: list[int]):
     return select(*cols).where(tasks.c.id.in_(ids))
 
 
+def select_outcomes(ids: list[int]):
+    """(id, state, result, error) of tasks ``ids``: what a re-attached future needs."""
+    return select(tasks.c.id, tasks.c.state, tasks.c.result, tasks.c.error).where(
+        tasks.c.id.in_(ids))
+
+
+def select_ids_tagged(tags: tuple[tuple[str, str], ...]):
+    """Ids of the tasks carrying every tag in ``tags``, oldest first."""
+    stmt = select(tasks.c.id)
+    for key, value in tags:
+        stmt = stmt.where(tasks.c.tags[key].as_string() == value)
+    return stmt.order_by(tasks.c.id)
+
+
 def select_history(task_id: int):
     """Every state change of one task, oldest first."""
     return (
