@@ -56,10 +56,6 @@ class LocalPostgres:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).absolute()
-        if self.run_as is None and os.geteuid() == 0:
-            raise PostgresServerError(
-                "PostgreSQL refuses to run as root: run this as an ordinary user, or name an "
-                "unprivileged user to run the server as (--run-as postgres)")
 
     @property
     def datadir(self) -> Path:
@@ -80,6 +76,10 @@ class LocalPostgres:
         return proc
 
     def _prepare_dir(self) -> None:
+        if self.run_as is None and os.geteuid() == 0:
+            raise PostgresServerError(
+                "PostgreSQL refuses to run as root: run this as an ordinary user, or name an "
+                "unprivileged user to run the server as (--run-as postgres)")
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.run_as is not None and os.geteuid() == 0:
             user = pwd.getpwnam(self.run_as)
