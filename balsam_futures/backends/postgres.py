@@ -17,8 +17,10 @@ Differences from SQLite, and only these:
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -89,17 +91,31 @@ class PostgresStore(SqlStore):
         return {r[0] for r in rows}
 
     def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
+        # Also announces the new tasks on bf_tasks (see the query).
         return [r[0] for r in self._exec(cur, "pg_next_task_ids", {"n": n}).fetchall()]
 
     def _before_history(self, cur: Any) -> None:
         if getattr(self._local, "history_cursor", None) is cur:
             return  # this transaction holds the lock already
-        self._exec(cur, "pg_lock_history", {})
-        self._exec(cur, "pg_notify", {"channel": EVENTS_CHANNEL})
+        self._exec(cur, "pg_lock_history", {})  # also NOTIFY bf_events
         self._local.history_cursor = cur
 
-    def _after_create(self, cur: Any) -> None:
-        self._exec(cur, "pg_notify", {"channel": TASKS_CHANNEL})
+    @contextlib.contextmanager
+    def _raw_read(self) -> Iterator[Any]:
+        # Reads run in autocommit: no BEGIN and ROLLBACK round trips around them.  Each
+        # statement sees its own snapshot, which read_events allows (history commits in id
+        # order, see the module docstring).
+        conn = self._dbapi_connection()
+        try:
+            raw = conn.dbapi_connection
+            raw.autocommit = True
+            try:
+                yield raw.cursor()
+            finally:
+                raw.autocommit = False
+        except self._dbapi_error as exc:
+            self._local.conn = None
+            raise StoreUnavailable(f"task store {self.display_url}: {exc}") from exc
 
     # -- change notification -----------------------------------------------------------------
 

@@ -256,18 +256,17 @@ def sqlite_task_sequence():
 
 
 def pg_next_task_ids():
-    """PostgreSQL: :n fresh task ids from the table's sequence."""
-    return text("SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n)")
+    """PostgreSQL: :n fresh task ids from the table's sequence, and a NOTIFY on bf_tasks
+    (delivered at commit; one round trip for both)."""
+    return text("WITH announce AS (SELECT pg_notify('bf_tasks', '')) "
+                "SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n), announce")
 
 
 def pg_lock_history():
-    """PostgreSQL: the transaction lock that makes history commit in id order."""
-    return text("SELECT pg_advisory_xact_lock(hashtext('bf_history'))")
-
-
-def pg_notify():
-    """PostgreSQL: announce a change on :channel (delivered at commit)."""
-    return text("SELECT pg_notify(:channel, '')")
+    """PostgreSQL: the transaction lock that makes history commit in id order, and a NOTIFY
+    on bf_events (delivered at commit; one round trip for both)."""
+    return text("SELECT pg_advisory_xact_lock(hashtext('bf_history')), "
+                "pg_notify('bf_events', '')")
 
 
 def pg_finish_running_values() -> tuple[str, str]:
