@@ -40,7 +40,7 @@ class Waker:
         readable (the waker is cleared)."""
         try:
             ready = select.select([self._r, *also], [], [], timeout)[0]
-        except ValueError:  # a closed descriptor in ``also``
+        except (ValueError, OSError):  # a descriptor in ``also`` was closed meanwhile
             return []
         if self._r in ready:
             self.clear()

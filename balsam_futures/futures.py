@@ -24,6 +24,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING
 from typing import Any
 
+from . import config
 from ._wakeup import Waker
 from .errors import LauncherBroken, PayloadError, StoreError, TaskFailed, TaskKilled
 from .serialization import load_exception, load_result
@@ -146,21 +147,36 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         poll = POLL_MIN
         last_activity = time.monotonic()
-        last_check = 0.0
-        notify_fd = self.store.notify_fd()
+        last_check = last_sweep = 0.0
+        lease = config.setting("LEASE_SECONDS")
         while not self._stopping.is_set():
             try:
                 if self.store.changed() and self.drain():
                     last_activity = time.monotonic()
             except StoreError as exc:
-                log.warning("watcher cannot read the store: %s", exc)
+                log.warning("watcher cannot read the store (will retry): %s", exc)
+                self._waker.wait(POLL_MAX)
+            except Exception:
+                # A dead watcher would leave every future hanging: log and carry on.
+                log.exception("watcher error (will retry)")
+                self._waker.wait(POLL_MAX)
             now = time.monotonic()
+            if now - last_sweep > lease / 2:
+                # Executors sweep too, so tasks of a dead launcher come back even when no
+                # other launcher is running yet.
+                last_sweep = now
+                try:
+                    self.store.requeue_expired(lease)
+                except StoreError as exc:
+                    log.warning("watcher cannot requeue expired launchers: %s", exc)
             if now - last_check > 0.5:
                 last_check = now
                 if self._launcher_died():
                     return
                 if self._owner() is None and not self.registry.futures:
                     return
+            # Asked each time: after an outage the store listens on a new connection.
+            notify_fd = self.store.notify_fd()
             if notify_fd is not None:
                 # The store announces changes (PostgreSQL NOTIFY): sleep until one comes.
                 self._waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])

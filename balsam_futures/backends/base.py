@@ -121,6 +121,11 @@ class LauncherInfo:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _blob(value: Any) -> bytes | None:
     # psycopg2 returns bytea as memoryview; everything above the store sees bytes.
     return None if value is None else bytes(value)
@@ -147,9 +152,9 @@ class SqlStore:
     def _translate(self) -> Iterator[None]:
         try:
             yield
-        except sa_exc.OperationalError as exc:
+        except (sa_exc.OperationalError, self._dbapi_error) as exc:
             raise StoreUnavailable(
-                f"task store {self.display_url} is unavailable: {exc.orig}"
+                f"task store {self.display_url} is unavailable: {_first_line(exc)}"
             ) from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"task store {self.display_url}: {exc}") from exc
@@ -177,17 +182,29 @@ class SqlStore:
         """This thread's own DBAPI connection, kept open for the life of the store."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            with self._translate():
-                conn = self._local.conn = self.engine.raw_connection()
+            conn = self._local.conn = self.engine.raw_connection()
             with self._raw_lock:
                 self._raw_conns.append(conn)
         return conn
 
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection after an error; the next call opens a new one."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._raw_lock:
+                if conn in self._raw_conns:
+                    self._raw_conns.remove(conn)
+            try:
+                conn.invalidate()  # the pool's way to close a connection known to be broken
+            except Exception:
+                pass
+
     @contextlib.contextmanager
     def _raw_write(self) -> Iterator[Any]:
         """A write transaction on this thread's DBAPI connection, yielding a cursor."""
-        conn = self._dbapi_connection()
         try:
+            conn = self._dbapi_connection()
             cur = conn.cursor()
             self._raw_begin(cur)
             try:
@@ -196,23 +213,25 @@ class SqlStore:
                 conn.rollback()
                 raise
             conn.commit()
-        except self._dbapi_error as exc:
-            self._local.conn = None
-            raise StoreUnavailable(f"task store {self.display_url}: {exc}") from exc
+        except (self._dbapi_error, sa_exc.DBAPIError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
+                                   f"{_first_line(exc)}") from exc
 
     @contextlib.contextmanager
     def _raw_read(self) -> Iterator[Any]:
-        conn = self._dbapi_connection()
         try:
+            conn = self._dbapi_connection()
             cur = conn.cursor()
             self._raw_begin(cur, write=False)
             try:
                 yield cur
             finally:
                 conn.rollback()
-        except self._dbapi_error as exc:
-            self._local.conn = None
-            raise StoreUnavailable(f"task store {self.display_url}: {exc}") from exc
+        except (self._dbapi_error, sa_exc.DBAPIError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
+                                   f"{_first_line(exc)}") from exc
 
     def _raw_begin(self, cur: Any, write: bool = True) -> None:
         """Start a transaction (DBAPI drivers that begin implicitly need nothing)."""
@@ -243,6 +262,9 @@ class SqlStore:
 
     def _before_history(self, cur: Any) -> None:
         """Dialect hook, run in the transaction before history rows are inserted."""
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Dialect hook: serialize schema creation between processes opening a new store."""
 
     def _after_create(self, cur: Any) -> None:
         """Dialect hook, run in the transaction that inserted new tasks."""
@@ -294,6 +316,7 @@ class SqlStore:
         from sqlalchemy import inspect
 
         with self._write() as conn:
+            self._lock_schema(conn)
             names = set(inspect(conn).get_table_names())
             if "bf_meta" not in names:
                 if names - {"bf_meta"}:

@@ -94,6 +94,11 @@ class PostgresStore(SqlStore):
         # Also announces the new tasks on bf_tasks (see the query).
         return [r[0] for r in self._exec(cur, "pg_next_task_ids", {"n": n}).fetchall()]
 
+    def _lock_schema(self, conn: Any) -> None:
+        # Launchers and a master often open a new database at the same moment; without the
+        # lock both try CREATE TABLE and one fails on the catalog's unique index.
+        conn.execute(q.pg_lock_schema())
+
     def _before_history(self, cur: Any) -> None:
         if getattr(self._local, "history_cursor", None) is cur:
             return  # this transaction holds the lock already
@@ -105,17 +110,17 @@ class PostgresStore(SqlStore):
         # Reads run in autocommit: no BEGIN and ROLLBACK round trips around them.  Each
         # statement sees its own snapshot, which read_events allows (history commits in id
         # order, see the module docstring).
-        conn = self._dbapi_connection()
         try:
-            raw = conn.dbapi_connection
+            raw = self._dbapi_connection().dbapi_connection
             raw.autocommit = True
             try:
                 yield raw.cursor()
             finally:
                 raw.autocommit = False
         except self._dbapi_error as exc:
-            self._local.conn = None
-            raise StoreUnavailable(f"task store {self.display_url}: {exc}") from exc
+            self._drop_connection()
+            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
+                                   f"{str(exc).strip().splitlines()[0]}") from exc
 
     # -- change notification -----------------------------------------------------------------
 

@@ -262,6 +262,11 @@ def pg_next_task_ids():
                 "SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n), announce")
 
 
+def pg_lock_schema():
+    """PostgreSQL: the transaction lock under which one process creates the schema."""
+    return text("SELECT pg_advisory_xact_lock(hashtext('bf_schema'))")
+
+
 def pg_lock_history():
     """PostgreSQL: the transaction lock that makes history commit in id order, and a NOTIFY
     on bf_events (delivered at commit; one round trip for both)."""

@@ -154,7 +154,11 @@ class Pilot:
                     tasks.append(self._backlog.popleft())
                 left = pool.dispatch(tasks)
                 self._backlog.extendleft(reversed(left))
+                self._running = pool.running()
                 self._store_waker.set()  # room in the backlog: the store thread may claim
+            # Published before sleeping, for the store thread's claim size and idle timeout.
+            self._running = pool.running()
+            self.idle = pool.idle() and not self._backlog
             outcomes, handback, ready = pool.collect(None)
             if handback:
                 self._backlog.extendleft(reversed(handback))
@@ -166,8 +170,6 @@ class Pilot:
                 self._dispatcher_waker.clear()
             if self.control_fd in ready and os.read(self.control_fd, 4096) == b"":
                 self.request_stop("the executor that started it exited")
-            self._running = pool.running()
-            self.idle = pool.idle() and not self._backlog
 
     # -- store thread ------------------------------------------------------------------------
 
@@ -181,7 +183,6 @@ class Pilot:
         poll = POLL_MIN
         retry = RETRY_MIN
         last_beat = last_sweep = time.monotonic()
-        notify_fd = store.notify_fd()
         while True:
             if (len(self._outcomes) < workers * 4 and self._backlog
                     and len(self._backlog) >= target // 2 and self.stop_reason is None):
@@ -238,6 +239,8 @@ class Pilot:
             if idle_timeout is not None and self.idle and quiet >= idle_timeout:
                 self.request_stop(f"idle for {idle_timeout:g} s")
             if not self._outcomes and self.stop_reason is None:
+                # Asked each time: after an outage the store listens on a new connection.
+                notify_fd = store.notify_fd()
                 if notify_fd is None:
                     self._store_waker.wait(poll)
                 else:

@@ -555,30 +555,49 @@ def test_tasks_without_launcher_wait_for_a_separate_launcher(make_executor, site
     assert done == set()
     assert ex.store.count_by_state() == {"READY": 4}
 
-    if importlib.util.find_spec("balsam_futures.cli") is None:
-        pytest.skip("balsam_futures.cli is not written yet: cannot start a separate launcher")
     try:
         importlib.import_module("balsam_futures.cli")
     except ImportError as exc:
-        pytest.skip(f"balsam_futures.cli cannot be imported: {exc}")
+        pytest.skip(f"balsam_futures.cli cannot be imported, so no separate launcher: {exc}")
 
+    # ``python -m balsam_futures`` is the ``balsam-futures`` command (cli.py has no __main__
+    # block, so ``python -m balsam_futures.cli`` would exit at once without running anything).
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "balsam_futures.cli", "launcher", "--site", str(site_dir),
-         "--workers", "2", "--idle-timeout", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "balsam_futures", "launcher", "--site", str(site_dir),
+         "--workers", "2", "--idle-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         assert [f.result(timeout=RESULT_TIMEOUT_S) for f in futures] == [1, 3, 9, 27]
         assert ex.store.count_by_state() == {"JOB_FINISHED": 4}
+        # With nothing left to do, it stops by itself after its idle timeout.
+        out, _ = launcher.communicate(timeout=15)
     finally:
         if launcher.poll() is None:
-            launcher.terminate()
-        try:
-            out, _ = launcher.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
             launcher.kill()
-            out, _ = launcher.communicate()
+            launcher.communicate()
     assert launcher.returncode == 0, out
+    assert "finished 4 task(s)" in out
+
+
+def test_separate_launcher_with_nothing_to_run_stops_after_idle_timeout(site_dir):
+    try:
+        importlib.import_module("balsam_futures.cli")
+    except ImportError as exc:
+        pytest.skip(f"balsam_futures.cli cannot be imported, so no separate launcher: {exc}")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "balsam_futures", "launcher", "--site", str(site_dir),
+         "--workers", "1", "--idle-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        out, _ = launcher.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        launcher.kill()
+        out, _ = launcher.communicate()
+        pytest.fail(f"a launcher with --idle-timeout 1 and an empty queue ran for 8 s:\n{out}")
+    assert launcher.returncode == 0, out
+    assert "finished 0 task(s)" in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,6 +661,9 @@ def test_cancelled_queued_task_is_cancelled_in_store(make_executor, gate, tmp_pa
     started = str(tmp_path / "started")
     blocker = ex.submit(signal_then_wait_for_gate, started, gate.path, "blocker")
     wait_for_path(started)
+    # The launcher claims a small backlog ahead of its workers, and a claimed task can no
+    # longer be cancelled; behind several blocked tasks, the target is surely unclaimed.
+    blocked = [ex.submit(wait_for_gate, gate.path, i) for i in range(6)]
     queued = ex.submit(identity, "never")
     ex.flush()
     assert task_state(ex.store, queued.task_id) is S.READY
@@ -652,7 +674,9 @@ def test_cancelled_queued_task_is_cancelled_in_store(make_executor, gate, tmp_pa
     assert [TaskState(h["to_state"]) for h in history] == [S.CANCELLED]
     gate.open()
     assert blocker.result(timeout=RESULT_TIMEOUT_S) == "blocker"
+    assert [f.result(timeout=RESULT_TIMEOUT_S) for f in blocked] == list(range(6))
     assert task_state(ex.store, queued.task_id) is S.CANCELLED
+    assert ex.store.history(queued.task_id) == history
 
 
 def test_shutdown_cancel_futures_leaves_no_task_pending(make_executor, gate, site_dir, tmp_path):
