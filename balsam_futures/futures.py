@@ -190,8 +190,9 @@ class Watcher(threading.Thread):
         """Read and apply every new event; returns how many were applied."""
         applied = 0
         while True:
+            before = self.cursor
             events, self.cursor = self.store.read_events(self.cursor, EVENT_BATCH)
-            if not events:
+            if self.cursor == before:
                 return applied
             with self.registry.lock:
                 matched = [(self.registry.futures.get(e.task_id), e) for e in events]
@@ -199,8 +200,8 @@ class Watcher(threading.Thread):
                 if fut is not None:
                     apply_event(fut, event.state, event.result, event.error)
                     applied += 1
-            if len(events) < EVENT_BATCH:
-                return applied
+            if self.cursor - before < EVENT_BATCH:
+                return applied  # ids are increasing: fewer rows than a batch, so none left
 
     def _launcher_died(self) -> bool:
         proc = self.launcher

@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import SchemaMismatch, StoreError, StoreUnavailable
-from ..tasks import TaskSpec, TaskState
+from ..tasks import WATCHED, TaskSpec, TaskState
 from . import queries as q
 from .migrations import SCHEMA_VERSION, STEPS
 
@@ -56,10 +56,11 @@ class RawStatement:
         # ``_bind_processors`` is the compiled statement's own table of them (stable since 1.4).
         self.processors = dict(compiled._bind_processors)
 
-    def params(self, values: dict[str, Any]) -> Any:
+    def params(self, values: dict[str, Any], processed: frozenset[str] = frozenset()) -> Any:
+        """Bind values in the driver's form; keys in ``processed`` are converted already."""
         merged = {**self.defaults, **values}
         for key, process in self.processors.items():
-            if key in merged and merged[key] is not None:
+            if key in merged and merged[key] is not None and key not in processed:
                 merged[key] = process(merged[key])
         if self.order is None:
             return merged
@@ -129,6 +130,9 @@ def _first_line(exc: BaseException) -> str:
 def _blob(value: Any) -> bytes | None:
     # psycopg2 returns bytea as memoryview; everything above the store sees bytes.
     return None if value is None else bytes(value)
+
+
+_ENCODED = frozenset({"tags", "data"})
 
 
 class SqlStore:
@@ -241,11 +245,12 @@ class SqlStore:
         cur.execute(raw.sql, raw.params(values))
         return cur
 
-    def _exec_many(self, cur: Any, name: str, rows: Sequence[dict[str, Any]], *args) -> int:
+    def _exec_many(self, cur: Any, name: str, rows: Sequence[dict[str, Any]], *args,
+                   processed: frozenset[str] = frozenset()) -> int:
         if not rows:
             return 0
         raw = self._stmt(name, *args)
-        cur.executemany(raw.sql, [raw.params(r) for r in rows])
+        cur.executemany(raw.sql, [raw.params(r, processed) for r in rows])
         return cur.rowcount
 
     def _exec_once(self, cur: Any, stmt: Any, values: dict[str, Any]) -> Any:
@@ -353,44 +358,42 @@ class SqlStore:
         if not specs:
             return []
         now = time.time()
+        insert = self._stmt("insert_tasks")
+        shared: dict[int, dict[str, Any]] = {}  # per TaskOptions object: map() shares one
         rows = []
         for spec in specs:
-            o, r = spec.options, spec.options.resources
-            rows.append({
-                "id": None,
-                "name": spec.name,
-                "description": o.description,
-                "kind": spec.kind,
-                "state": spec.state.value,
-                "tags": dict(o.tags),
-                "data": dict(o.data),
-                "payload": spec.payload,
-                "num_nodes": r.num_nodes,
-                "ranks_per_node": r.ranks_per_node,
-                "threads_per_rank": r.threads_per_rank,
-                "gpus_per_rank": r.gpus_per_rank,
-                "node_packing_count": r.node_packing_count,
-                "wall_time_s": o.timeout,
-                "max_retries": o.max_retries,
-                "num_restarts": 0,
-                "auto_timeout_retry": o.auto_timeout_retry,
-                "priority": o.priority,
-                "parent_id": spec.parent_id,
-                "workdir": None,
-                "launcher_id": None,
-                "result": None,
-                "error": None,
-                "return_code": None,
-                "created_at": now,
-                "updated_at": now,
-            })
+            o = spec.options
+            common = shared.get(id(o))
+            if common is None:
+                r = o.resources
+                common = shared[id(o)] = {
+                    "description": o.description,
+                    # Encoded once per options object, not once per task.
+                    "tags": insert.processors["tags"](dict(o.tags)),
+                    "data": insert.processors["data"](dict(o.data)),
+                    "num_nodes": r.num_nodes,
+                    "ranks_per_node": r.ranks_per_node,
+                    "threads_per_rank": r.threads_per_rank,
+                    "gpus_per_rank": r.gpus_per_rank,
+                    "node_packing_count": r.node_packing_count,
+                    "wall_time_s": o.timeout,
+                    "max_retries": o.max_retries,
+                    "num_restarts": 0,
+                    "auto_timeout_retry": o.auto_timeout_retry,
+                    "priority": o.priority,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            rows.append({**common, "id": None, "name": spec.name, "kind": spec.kind,
+                         "state": spec.state.value, "payload": spec.payload,
+                         "parent_id": spec.parent_id})
         with self._raw_write() as cur:
             ids = self._allocate_task_ids(cur, len(rows))
             for row, task_id in zip(rows, ids):
                 row["id"] = task_id
             # No history row for creation: ``created_at`` records it, and leaving it out
             # saves two of the five pages each single submit wrote to the WAL.
-            self._exec_many(cur, "insert_tasks", rows)
+            self._exec_many(cur, "insert_tasks", rows, processed=_ENCODED)
             self._after_create(cur)
             edges = [{"child_id": i, "parent_id": p}
                      for i, s in zip(ids, specs) for p in s.depends_on]
@@ -499,17 +502,18 @@ class SqlStore:
             return self._exec(cur, "latest_event_id", {}).fetchone()[0]
 
     def read_events(self, after: int, limit: int = 10_000) -> tuple[list[TaskEvent], int]:
-        """Watched events after cursor ``after``; returns them and the new cursor."""
+        """Watched events after cursor ``after``; returns them and the new cursor.
+
+        The cursor advances past every history row read, watched or not.  On PostgreSQL this
+        relies on history committing in id order (see ``postgres.py``).
+        """
         with self._raw_read() as cur:
-            upto = self._exec(cur, "latest_event_id", {}).fetchone()[0]
-            if upto <= after:
-                return [], after
-            rows = self._exec(cur, "select_events",
-                              {"after": after, "upto": upto, "limit": limit}).fetchall()
-        if len(rows) == limit:
-            upto = rows[-1][0]
-        events = [TaskEvent(r[0], r[1], TaskState(r[2]), _blob(r[3]), _blob(r[4])) for r in rows]
-        return events, upto
+            rows = self._exec(cur, "select_events", {"after": after, "limit": limit}).fetchall()
+        if not rows:
+            return [], after
+        events = [TaskEvent(r[0], r[1], state, _blob(r[3]), _blob(r[4]))
+                  for r in rows if (state := TaskState(r[2])) in WATCHED]
+        return events, rows[-1][0]
 
     # -- queries -----------------------------------------------------------------------------
 

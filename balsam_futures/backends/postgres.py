@@ -66,13 +66,14 @@ class PostgresStore(SqlStore):
 
     # -- dialect hooks -----------------------------------------------------------------------
 
-    def _exec_many(self, cur: Any, name: str, rows, *args) -> int:
+    def _exec_many(self, cur: Any, name: str, rows, *args,
+                   processed: frozenset[str] = frozenset()) -> int:
         from psycopg2.extras import execute_batch, execute_values
 
         if not rows:
             return 0
         raw = self._stmt(name, *args)
-        params = [raw.params(r) for r in rows]
+        params = [raw.params(r, processed) for r in rows]
         head, sep, template = raw.sql.partition(" VALUES ")
         if raw.sql.startswith("INSERT") and sep and "RETURNING" not in template:
             # One multi-row INSERT per page: 5x faster than a statement per row.

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.sql import Select
 
-from ..tasks import CLAIMABLE, WATCHED, TaskState, sources
+from ..tasks import CLAIMABLE, TaskState, sources
 from .schema import dependencies, history, launchers, meta, tasks
 
 CLAIM_COLUMNS = (
@@ -57,9 +57,14 @@ def write_meta():
     return insert(meta)
 
 
+#: Columns a new task leaves at NULL (filled when it runs); not sent at all on insert.
+_UNSET_AT_CREATION = {"workdir", "launcher_id", "result", "error", "return_code"}
+
+
 def insert_tasks():
     """Insert task rows with ids chosen by the store (see ``allocate_task_ids``)."""
-    return insert(tasks).values({c.name: _p(c.name) for c in tasks.c})
+    return insert(tasks).values(
+        {c.name: _p(c.name) for c in tasks.c if c.name not in _UNSET_AT_CREATION})
 
 
 def insert_history():
@@ -144,16 +149,19 @@ def latest_event_id():
 
 
 def select_events():
-    """Watched state changes with ids in (:after, :upto], with the row's result and error."""
+    """History rows after :after (up to :limit), each with the result or error its state
+    carries: one query per batch, and the cursor moves past every row read."""
     return (
-        select(history.c.id, history.c.task_id, history.c.to_state, tasks.c.result,
-               tasks.c.error)
-        .join(tasks, tasks.c.id == history.c.task_id)
-        .where(
-            history.c.id > _p("after"),
-            history.c.id <= _p("upto"),
-            history.c.to_state.in_(sorted(s.value for s in WATCHED)),
+        select(
+            history.c.id,
+            history.c.task_id,
+            history.c.to_state,
+            case((history.c.to_state == TaskState.JOB_FINISHED.value, tasks.c.result)),
+            case((history.c.to_state.in_([TaskState.FAILED.value, TaskState.KILLED.value]),
+                  tasks.c.error)),
         )
+        .join(tasks, tasks.c.id == history.c.task_id)
+        .where(history.c.id > _p("after"))
         .order_by(history.c.id)
         .limit(_p("limit"))
     )

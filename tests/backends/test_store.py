@@ -495,10 +495,10 @@ class TestEvents:
             calls += 1
             assert len(batch) <= limit
             assert new_cursor >= cursor
-            if not batch:
+            if new_cursor == cursor:  # nothing after the cursor: every row has been read
+                assert batch == []
                 break
-            assert all(e.event_id > cursor for e in batch)
-            assert new_cursor == batch[-1].event_id or len(batch) < limit
+            assert all(cursor < e.event_id <= new_cursor for e in batch)
             seen.extend(batch)
             cursor = new_cursor
             assert calls < 100
