@@ -129,7 +129,7 @@ class BalsamExecutor(_cf.Executor):
         elif site is not None:
             self._site = open_site(site)
         self._db_url = db_url
-        self._store: SqlStore = open_store(db_url)
+        self._store: SqlStore = open_store(db_url, listen="events")
 
         self._shutdown_lock = threading.Lock()
         self._shutdown = False

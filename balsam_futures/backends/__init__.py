@@ -9,11 +9,13 @@ from .base import ClaimedTask, LauncherInfo, SqlStore, TaskEvent, TaskOutcome
 __all__ = ["ClaimedTask", "LauncherInfo", "SqlStore", "TaskEvent", "TaskOutcome", "open_store"]
 
 
-def open_store(url: str) -> SqlStore:
+def open_store(url: str, listen: str = "all") -> SqlStore:
     """Open (and on first use, create) the store at ``url``.
 
     ``sqlite:///path/to/balsam.db`` is the embedded default; ``postgresql://...`` serves
-    many launchers at once.
+    many launchers at once.  ``listen`` says which changes ``changed()`` reports where the
+    backend can tell them apart (PostgreSQL): "tasks" (claimable work, for launchers),
+    "events" (state changes, for watchers) or "all".
     """
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
@@ -23,6 +25,6 @@ def open_store(url: str) -> SqlStore:
     if scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
         from .postgres import PostgresStore
 
-        return PostgresStore("postgresql" + url[len(scheme):])
+        return PostgresStore("postgresql" + url[len(scheme):], listen=listen)
     raise ValueError(f"unsupported database URL scheme {scheme!r}; "
                      "use sqlite:///PATH or postgresql://USER@HOST/DB")

@@ -274,6 +274,10 @@ class SqlStore:
     def _after_create(self, cur: Any) -> None:
         """Dialect hook, run in the transaction that inserted new tasks."""
 
+    def _announce_claimable(self, cur: Any) -> None:
+        """Dialect hook: tasks became claimable again (retries, requeues) in this
+        transaction; launchers waiting for work should look."""
+
     def notify_fd(self) -> int | None:
         """A file descriptor that becomes readable when the store changes, if the backend
         has one (PostgreSQL LISTEN); pollers then sleep on it instead of polling."""
@@ -401,10 +405,17 @@ class SqlStore:
                 self._exec_many(cur, "insert_dependencies", edges)
         return ids
 
-    def _claim_select(self, cur: Any, limit: int, max_nodes, tags) -> list[tuple]:
-        self._exec(cur, "select_claimable", {"limit": limit},
-                   max_nodes, tuple(sorted((tags or {}).items())))
-        return cur.fetchall()
+    def _claim_rows(self, cur: Any, launcher_id: int, limit: int, max_nodes, tags,
+                    now: float) -> list[tuple]:
+        """Move up to ``limit`` claimable tasks to RUNNING; returns their CLAIM_COLUMNS rows
+        (with the state they left) in claim order."""
+        rows = self._exec(cur, "select_claimable", {"limit": limit},
+                          max_nodes, tuple(sorted((tags or {}).items()))).fetchall()
+        if rows:
+            self._exec_many(cur, "mark_claimed", [
+                {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
+            ])
+        return rows
 
     def claim(self, launcher_id: int, limit: int, *, max_nodes: int | None = None,
               tags: dict[str, str] | None = None) -> list[ClaimedTask]:
@@ -436,11 +447,9 @@ class SqlStore:
         with self._raw_write() as cur:
             if outcomes:
                 self._record(cur, launcher_id, outcomes, now)
-            rows = self._claim_select(cur, limit, max_nodes, tags) if limit > 0 else []
+            rows = self._claim_rows(cur, launcher_id, limit, max_nodes, tags, now) \
+                if limit > 0 else []
             if rows:
-                self._exec_many(cur, "mark_claimed", [
-                    {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
-                ])
                 self._insert_history(cur, [
                     {"task_id": r[0], "from_state": r[1], "to_state": TaskState.RUNNING.value,
                      "at": now, "message": f"claimed by launcher {launcher_id}"}
@@ -467,6 +476,8 @@ class SqlStore:
         } for o in unique]
         written = self._finish_running(cur, params)
         kept = [o for o in unique if o.task_id in written]
+        if any(o.path[-1] is TaskState.RESTART_READY for o in kept):
+            self._announce_claimable(cur)
         if len(kept) != len(outcomes):
             log.warning("launcher %s: %d outcome(s) dropped (task no longer held, or sent "
                         "twice)", launcher_id, len(outcomes) - len(kept))
@@ -579,6 +590,7 @@ class SqlStore:
                  "to_state": TaskState.RESTART_READY.value, "at": now, "message": message}
                 for i in ids
             ])
+            self._announce_claimable(cur)
         self._exec_many(cur, "set_launcher_state",
                         [{"lid": lid, "state": "STOPPED", "now": now} for lid in launcher_ids])
         return ids

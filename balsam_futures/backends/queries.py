@@ -270,16 +270,45 @@ def pg_next_task_ids():
                 "SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n), announce")
 
 
+def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = ()):
+    """PostgreSQL: claim in one statement: the rows ``select_claimable`` would pick, locked
+    with SKIP LOCKED, moved to RUNNING under :lid; returns CLAIM_COLUMNS (with the state left
+    behind) and the priority, for ordering."""
+    picked = select_claimable(max_nodes, tags).with_only_columns(
+        tasks.c.id, tasks.c.state.label("old_state")).subquery("picked")
+    columns = [picked.c.old_state if c is tasks.c.state else c for c in CLAIM_COLUMNS]
+    return (
+        update(tasks)
+        .where(tasks.c.id == picked.c.id)
+        .values(state=TaskState.RUNNING.value, launcher_id=_p("lid"), updated_at=_p("now"))
+        .returning(*columns, tasks.c.priority)
+    )
+
+
+def pg_insert_history_values() -> tuple[str, str]:
+    """PostgreSQL: insert history rows under the history lock, with a NOTIFY, in one
+    statement (psycopg2 ``execute_values`` SQL and row template).  The lock is taken before
+    any row reaches the insert, so before any history id is drawn."""
+    sql = (
+        "WITH ordered AS (SELECT pg_advisory_xact_lock(hashtext('bf_history')), "
+        "pg_notify('bf_events', '')) "
+        "INSERT INTO bf_history (task_id, from_state, to_state, at, message) "
+        "SELECT v.task_id, v.from_state, v.to_state, v.at, v.message "
+        "FROM (VALUES %s) AS v(task_id, from_state, to_state, at, message), ordered"
+    )
+    template = ("(%(task_id)s::int, %(from_state)s::varchar, %(to_state)s::varchar, "
+                "%(at)s::float8, %(message)s::text)")
+    return sql, template
+
+
+def pg_notify_tasks():
+    """PostgreSQL: announce claimable tasks to launchers (delivered at commit)."""
+    return text("SELECT pg_notify('bf_tasks', '')")
+
+
 def pg_lock_schema():
     """PostgreSQL: the transaction lock under which one process creates the schema."""
     return text("SELECT pg_advisory_xact_lock(hashtext('bf_schema'))")
-
-
-def pg_lock_history():
-    """PostgreSQL: the transaction lock that makes history commit in id order, and a NOTIFY
-    on bf_events (delivered at commit; one round trip for both)."""
-    return text("SELECT pg_advisory_xact_lock(hashtext('bf_history')), "
-                "pg_notify('bf_events', '')")
 
 
 def pg_finish_running_values() -> tuple[str, str]:

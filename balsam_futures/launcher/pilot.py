@@ -111,7 +111,7 @@ class Pilot:
 
     def run(self) -> int:
         """Run until stopped; returns the number of tasks finished."""
-        store = open_store(self.db_url)
+        store = open_store(self.db_url, listen="tasks")
         lid = self.cfg.launcher_id
         if lid is None:
             lid = store.register_launcher(LauncherInfo(
