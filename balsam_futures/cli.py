@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import __name__ as _pkg
+from . import config
 from .errors import BalsamFuturesError
 
 
@@ -35,7 +36,10 @@ def main() -> None:
 @main.command()
 @click.option("--site", type=click.Path(file_okay=False), default=None,
               help="Site directory (default: $BALSAM_FUTURES_SITE or ./.balsam_futures).")
-@click.option("--db-url", default=None, help="Database URL instead of the site's SQLite file.")
+@click.option("--db-url", default=lambda: config.setting("DB_URL"),
+              help="Database URL instead of the site's SQLite file (default: "
+                   "$BALSAM_FUTURES_DB_URL; a password given here shows in `ps`, so prefer "
+                   "the variable or ~/.pgpass).")
 @click.option("-n", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: CPUs of this machine).")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE",

@@ -25,7 +25,8 @@ SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
         Setting("SITE", None, str, "site directory (database, data/, logs/); default ./.balsam_futures"),
-        Setting("DB_URL", None, str, "database URL; default sqlite:///<site>/balsam.db"),
+        Setting("DB_URL", None, str,
+                "database URL, e.g. postgresql://user@host/db; default sqlite:///<site>/balsam.db"),
         Setting("MAX_PAYLOAD_BYTES", 256 * 1024 * 1024, int,
                 "largest serialized callable+arguments or result accepted"),
         Setting("LEASE_SECONDS", 30.0, float,

@@ -26,6 +26,7 @@ from concurrent import futures as _cf
 from pathlib import Path
 from typing import Any
 
+from . import config
 from .backends import SqlStore, open_store
 from .errors import LauncherBroken
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
@@ -86,7 +87,8 @@ class BalsamExecutor(_cf.Executor):
         initializer, initargs: called in each worker before it runs tasks.
         max_tasks_per_child: tasks a worker runs before it is replaced.
         site: the site directory (database, data/, logs/).
-        db_url: a database URL instead of the site's embedded SQLite file.
+        db_url: a database URL instead of the site's embedded SQLite file (default:
+            ``$BALSAM_FUTURES_DB_URL``), e.g. ``postgresql://user@host/db``.
         launcher: start a local launcher (default True); False leaves the tasks for
             launchers started elsewhere (``balsam-futures launcher``, a batch job).
         options: default per-task options (tags, retries, timeout...); see :meth:`options`.
@@ -123,6 +125,8 @@ class BalsamExecutor(_cf.Executor):
         init_blob = pack_initializer(initializer, initargs) if initializer else None
 
         self._site: Site | None = None
+        if db_url is None:
+            db_url = config.setting("DB_URL")
         if db_url is None:
             self._site = open_site(site)
             db_url = self._site.db_url

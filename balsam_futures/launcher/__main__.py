@@ -1,8 +1,9 @@
-"""``python -m balsam_futures.launcher URL LOGFILE``: the launcher an executor starts itself.
+"""``python -m balsam_futures.launcher LOGFILE``: the launcher an executor starts itself.
 
-Its configuration arrives pickled on standard input (length-prefixed), and standard input
-then stays open: when it closes, the executor that started this launcher is gone or shut
-down, and the launcher stops.
+Its database URL and configuration arrive pickled on standard input (length-prefixed; not
+on the command line, where a password would show in ``ps``), and standard input then stays
+open: when it closes, the executor that started this launcher is gone or shut down, and the
+launcher stops.
 """
 
 import pickle
@@ -13,5 +14,5 @@ from .pilot import run_launcher
 
 _stdin = sys.stdin.buffer
 (_size,) = struct.unpack("!Q", _stdin.read(8))
-_cfg = pickle.loads(_stdin.read(_size))
-run_launcher(sys.argv[1], _cfg, control_fd=_stdin.fileno(), log_file=sys.argv[2])
+_db_url, _cfg = pickle.loads(_stdin.read(_size))
+run_launcher(_db_url, _cfg, control_fd=_stdin.fileno(), log_file=sys.argv[1])

@@ -21,13 +21,13 @@ class LauncherProcess:
         self.cfg = cfg
         self.log_file = log_file
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "balsam_futures.launcher", db_url, str(log_file)],
+            [sys.executable, "-m", "balsam_futures.launcher", str(log_file)],
             stdin=subprocess.PIPE,
             # Its own session: a Ctrl-C meant for the master must not kill running tasks;
             # the master stops the launcher itself, by closing the pipe.
             start_new_session=True,
         )
-        blob = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps((db_url, cfg), protocol=pickle.HIGHEST_PROTOCOL)
         self.proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
         self.proc.stdin.flush()
 
