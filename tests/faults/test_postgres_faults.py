@@ -210,3 +210,39 @@ def test_eight_launchers_ten_thousand_tasks_none_run_twice(pg_url, tmp_path):
     finally:
         stop(launchers)
         ex.shutdown(wait=False)
+
+
+def test_submissions_during_an_outage_are_kept_or_refused_never_lost(pg_server, pg_url,
+                                                                      tmp_path):
+    from balsam_futures import StoreUnavailable
+
+    site = tmp_path / "site"
+    launcher = start_launcher(pg_url, site, workers=2)
+    ex = BalsamExecutor(site=site, db_url=pg_url, launcher=False)
+    try:
+        before = [ex.submit(faultload.identity, i) for i in range(10)]
+        assert [f.result(timeout=60) for f in before] == list(range(10))
+        pg_server.stop(mode="fast")
+        kept, refused = [], 0
+        deadline = time.monotonic() + 30
+        # The first submissions are queued; once the writer has failed, new ones raise.
+        while time.monotonic() < deadline:
+            try:
+                kept.append(ex.submit(faultload.identity, 100 + len(kept)))
+            except StoreUnavailable as exc:
+                refused += 1
+                assert "unavailable" in str(exc)
+                break
+            time.sleep(0.01)
+        assert refused == 1, "submit() never reported the outage"
+        assert not ex.flush(timeout=0.5), "nothing can be stored while the server is down"
+        pg_server.restart()
+        assert ex.flush(timeout=60)
+        assert [f.result(timeout=60) for f in kept] == [100 + i for i in range(len(kept))]
+        print(f"\n[executor outage] queued={len(kept)} refused={refused} "
+              f"finished={len(kept)} lost=0")
+    finally:
+        if not pg_server.running():
+            pg_server.restart()  # later tests share the server
+        stop([launcher])
+        ex.shutdown(wait=False)
