@@ -245,13 +245,9 @@ class WorkerPool:
             err = WorkerCrashed(
                 f"the worker process running task {task.id} died ({how}); the task may have "
                 "crashed the interpreter (segfault, os._exit, out of memory)", task_id=task.id)
-            outcomes.append(outcome_for(
-                task, TaskState.RUN_ERROR, message=f"worker died ({how})",
-                error=dump_exception(err, f"Task {task.id} on {self.host} "
-                                          f"(launcher {self.launcher_id})")))
-        handback.extend(w.queue)
+            outcomes.append(self._lost(task, TaskState.RUN_ERROR, err, f"worker died ({how})"))
         log.warning("worker pid %d died; starting another", w.proc.pid)
-        self.workers[self.workers.index(w)] = self._spawn()
+        self._respawn(w, handback)
 
     def _expire(self, outcomes: list[TaskOutcome], handback: list[ClaimedTask]) -> None:
         now = time.monotonic()
@@ -262,15 +258,25 @@ class WorkerPool:
             if now - w.started_at < task.wall_time_s:
                 continue
             w.queue.popleft()
-            self._kill(w)
+            self._kill(w)  # its whole process group: what the task started goes too
             err = TaskTimeout(f"task {task.id} ran past its timeout of {task.wall_time_s:g} s "
                               "and was stopped", task_id=task.id)
-            outcomes.append(outcome_for(
-                task, TaskState.RUN_TIMEOUT, message=f"timeout after {task.wall_time_s:g} s",
-                error=dump_exception(err, f"Task {task.id} on {self.host} "
-                                          f"(launcher {self.launcher_id})")))
-            handback.extend(w.queue)
-            self.workers[self.workers.index(w)] = self._spawn()
+            outcomes.append(self._lost(task, TaskState.RUN_TIMEOUT, err,
+                                       f"timeout after {task.wall_time_s:g} s"))
+            self._respawn(w, handback)
+
+    def _lost(self, task: ClaimedTask, run_state: TaskState, err: BaseException,
+              message: str) -> TaskOutcome:
+        """The outcome of a run the launcher ended (crash, time-out), with ``err`` packed as
+        the task's exception."""
+        where = f"Task {task.id} on {self.host} (launcher {self.launcher_id})"
+        return outcome_for(task, run_state, message=message, error=dump_exception(err, where))
+
+    def _respawn(self, w: _Worker, handback: list[ClaimedTask]) -> None:
+        """Put a new worker in the place of dead ``w``; tasks it still held go back."""
+        handback.extend(w.queue)
+        w.queue.clear()
+        self.workers[self.workers.index(w)] = self._spawn()
 
 
 def pack_initializer(initializer, initargs) -> bytes | None:

@@ -230,34 +230,6 @@ def kill_quietly(pid):
         pass
 
 
-class Gate:
-    def __init__(self, path):
-        self.path = str(path)
-
-    def open(self):
-        Path(self.path).touch()
-
-
-@pytest.fixture
-def new_gate(tmp_path, make_executor):
-    # Depends on make_executor, so the gates open at teardown before the executors shut down.
-    made = []
-
-    def factory(name="gate"):
-        gate = Gate(tmp_path / f"{name}-{len(made)}")
-        made.append(gate)
-        return gate
-
-    yield factory
-    for gate in made:
-        gate.open()
-
-
-@pytest.fixture
-def gate(new_gate):
-    return new_gate("gate")
-
-
 @pytest.fixture
 def worker_only_module(tmp_path):
     """A module importable only where its directory is put on sys.path (never in this process)."""
