@@ -27,12 +27,12 @@ never asserts: it reports.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import contextlib
 import importlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +76,7 @@ TARGET_P50_MS = {"postgresql": 3.0, "sqlite": 5.0}
 
 PG, SQLITE = "postgresql", "sqlite"
 TITLES = {PG: "PostgreSQL", SQLITE: "SQLite"}
+SHORT = {PG: "pg", SQLITE: "sqlite"}  # in measurement keys: map_pg, rt_sqlite, ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,9 +93,9 @@ def mount_of(path: str) -> str | None:
     best = None
     for mnt, fstype in mounts:
         mnt = mnt.replace("\\040", " ")
-        if real == mnt or real.startswith(mnt.rstrip("/") + "/"):
-            if best is None or len(mnt) >= len(best[0]):
-                best = (mnt, fstype)
+        inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+        if inside and (best is None or len(mnt) >= len(best[0])):
+            best = (mnt, fstype)
     return None if best is None else f"{best[1]} on {best[0]}"
 
 
@@ -141,7 +142,9 @@ def server_settings(url: str) -> dict[str, str]:
 class Measurement:
     key: str
     backend: str
-    run: Callable[[contextlib.ExitStack, float], dict[str, Any]]
+    # run(stack, deadline, state): clean-ups go on ``stack``; ``state`` collects what they
+    # find (merged into the record after the stack closes, even when the run failed)
+    run: Callable[[contextlib.ExitStack, float, dict[str, Any]], dict[str, Any]]
 
 
 class Bench:
@@ -151,9 +154,7 @@ class Bench:
         self.limit = args.time_limit
         self.machine = bx.machine_info()
         self.machine["postgres_binary"] = postgres_binary_version()
-        self.machine["psycopg2"] = bx.dist_version("psycopg2") or bx.dist_version(
-            "psycopg2-binary"
-        )
+        self.machine["psycopg2"] = bx.dist_version("psycopg2") or bx.dist_version("psycopg2-binary")
         self.machine["sqlalchemy"] = bx.dist_version("sqlalchemy")
         self.watchdog = Watchdog(self.give_up)
         self.wl = importlib.import_module("workloads")
@@ -190,8 +191,11 @@ class Bench:
                 self.server["startup_s"] = now() - t0
                 self.server.update(server_settings(self.pg_url))
         except (Exception, Hung) as e:
-            kind = "timed out" if isinstance(e, Hung) else "failed"
-            self.server.update(status=f"start-up {kind}", detail=f"{type(e).__name__}: {e}")
+            if isinstance(e, Hung):
+                kind, detail = "timed out", f"not up within {self.limit:g} s"
+            else:
+                kind, detail = "failed", f"{type(e).__name__}: {e}"
+            self.server.update(status=f"start-up {kind}", detail=detail)
             self.pg_url = None
             log(f"[server] start-up {kind}: {e!r}")
             return
@@ -228,8 +232,15 @@ class Bench:
 
     # -- executors and launchers ----------------------------------------------------------
 
-    def executor(self, stack: contextlib.ExitStack, backend: str, name: str, *, launcher: bool,
-                 state: dict[str, Any]):
+    def executor(
+        self,
+        stack: contextlib.ExitStack,
+        backend: str,
+        name: str,
+        *,
+        launcher: bool,
+        state: dict[str, Any],
+    ):
         """A BalsamExecutor on a fresh database (PostgreSQL) or site (SQLite); shut down when
         ``stack`` closes (pending tasks cancelled; waits unless it has no launcher and the
         measurement failed, when nothing may be left to finish its claimed tasks)."""
@@ -240,7 +251,7 @@ class Bench:
         db_url = self.new_database(name) if backend == PG else None
         t0 = now()
         ex = BalsamExecutor(max_workers=MAX_WORKERS, site=site, db_url=db_url, launcher=launcher)
-        state["startup_s"] = now() - t0
+        state["executor_startup_s"] = now() - t0
 
         def close() -> None:
             wait = launcher or state.get("ok", False)
@@ -249,31 +260,47 @@ class Bench:
         stack.callback(close)
         return ex, db_url, site
 
-    def start_launchers(self, stack: contextlib.ExitStack, k: int, db_url: str, site: str,
-                        state: dict[str, Any]) -> list[subprocess.Popen]:
+    def start_launchers(
+        self, stack: contextlib.ExitStack, k: int, db_url: str, site: str, state: dict[str, Any]
+    ) -> list[subprocess.Popen]:
         assert self.tmp is not None
         procs: list[subprocess.Popen] = []
         logs: list[str] = []
         stack.callback(self.stop_launchers, procs, logs, state)
         argv = [
-            sys.executable, "-m", "balsam_futures", "launcher", "--db-url", db_url,
-            "--site", site, "--workers", "1", "--idle-timeout", f"{LAUNCHER_IDLE_TIMEOUT_S:g}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "balsam_futures",
+            "launcher",
+            "--db-url",
+            db_url,
+            "--site",
+            site,
+            "--workers",
+            "1",
+            "--idle-timeout",
+            f"{LAUNCHER_IDLE_TIMEOUT_S:g}",
+        ]
         for i in range(k):
             path = os.path.join(self.tmp, f"launchers-{k}-{i}.out")
             with open(path, "wb") as out:
                 # Own session: a Ctrl-C for the benchmark does not reach it; we stop it.
                 p = subprocess.Popen(
-                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, env=os.environ.copy(),
-                )  # fmt: skip
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=os.environ.copy(),
+                )
             procs.append(p)
             logs.append(path)
             self.launchers.append(p)
         return procs
 
-    def stop_launchers(self, procs: list[subprocess.Popen], logs: list[str],
-                       state: dict[str, Any]) -> None:
+    def stop_launchers(
+        self, procs: list[subprocess.Popen], logs: list[str], state: dict[str, Any]
+    ) -> None:
         """SIGTERM each launcher, wait; SIGKILL its process group after LAUNCHER_STOP_S."""
         t0 = now()
         for p in procs:
@@ -316,12 +343,10 @@ class Bench:
 
     # -- the measurements -----------------------------------------------------------------
 
-    def m_map(self, backend: str) -> Callable[[contextlib.ExitStack, float], dict[str, Any]]:
-        def run(stack: contextlib.ExitStack, deadline: float) -> dict[str, Any]:
+    def m_map(self, backend: str):
+        def run(stack: contextlib.ExitStack, deadline: float, state: dict[str, Any]):
             n = self.sizes["map"]
-            state: dict[str, Any] = {}
-            ex, _, _ = self.executor(stack, backend, f"map_{backend}", launcher=False,
-                                     state=state)
+            ex, _, _ = self.executor(stack, backend, f"map_{backend}", launcher=False, state=state)
             ex.map(self.wl.noop, range(MAP_WARMUP))  # untimed; nothing runs: no launcher
             if now() > deadline:
                 raise WorkloadTimeout("warm-up map() took the whole time limit")
@@ -330,9 +355,13 @@ class Bench:
             call_s = now() - t0
             stored = sum(ex.store.count_by_state().values())  # check: all there
             state["ok"] = True
-            rec = {"n": n, "call_s": call_s, "call_rate": n / call_s,
-                   "warmup_tasks": MAP_WARMUP, "tasks_in_store": stored,
-                   "executor_startup_s": state["startup_s"]}  # fmt: skip
+            rec = {
+                "n": n,
+                "call_s": call_s,
+                "call_rate": n / call_s,
+                "warmup_tasks": MAP_WARMUP,
+                "tasks_in_store": stored,
+            }
             if call_s > self.limit:
                 raise WorkloadTimeout(f"map() took {call_s:.1f} s", rec)
             return rec
@@ -340,9 +369,8 @@ class Bench:
         return run
 
     def m_roundtrip(self, backend: str):
-        def run(stack: contextlib.ExitStack, deadline: float) -> dict[str, Any]:
+        def run(stack: contextlib.ExitStack, deadline: float, state: dict[str, Any]):
             n = self.sizes["roundtrip"]
-            state: dict[str, Any] = {}
             ex, _, _ = self.executor(stack, backend, f"rt_{backend}", launcher=True, state=state)
             t0 = now()
             ex.submit(self.wl.noop, -1).result(timeout=remaining(deadline))
@@ -352,8 +380,7 @@ class Bench:
             h = Handle(ex.submit, ex.map, lambda wait, cancel: None)
             rec = bx.wl_roundtrip(h, self.wl, n, now() + self.limit)
             state["ok"] = True
-            rec.update(executor_startup_s=state["startup_s"], first_task_s=first,
-                       warmup_roundtrips=ROUNDTRIP_WARMUP)  # fmt: skip
+            rec.update(first_task_s=first, warmup_roundtrips=ROUNDTRIP_WARMUP)
             return rec
 
         return run
@@ -373,33 +400,37 @@ class Bench:
                 break
             futs = [ex.submit(self.wl.noop, -1) for _ in range(2 * k)]
             tasks += len(futs)
-            wait_all(futs, deadline)
+            try:
+                wait_all(futs, deadline)
+            except WorkloadTimeout as e:
+                raise WorkloadTimeout(f"launcher warm-up: {e.args[0]}") from None
             rows = ex.store.get_tasks([f.task_id for f in futs])
             seen |= {r["launcher_id"] for r in rows if r.get("launcher_id") is not None}
         return seen, tasks, now() - t0
 
     def m_scaling(self, k: int):
-        def run(stack: contextlib.ExitStack, deadline: float) -> dict[str, Any]:
+        def run(stack: contextlib.ExitStack, deadline: float, state: dict[str, Any]):
             n = self.sizes["scaling"]
-            state: dict[str, Any] = {}
             rec: dict[str, Any] = {"n": n, "launchers": k, "workers_per_launcher": 1}
-            # Reported through the record even when the measurement fails or times out.
-            stack.callback(lambda: rec.update({k2: v for k2, v in state.items() if k2 != "ok"}))
-            ex, db_url, site = self.executor(stack, PG, f"scale_{k}", launcher=False,
-                                             state=state)
+            ex, db_url, site = self.executor(stack, PG, f"scale_{k}", launcher=False, state=state)
             assert db_url is not None
             t0 = now()
             procs = self.start_launchers(stack, k, db_url, site, state)
             seen, tasks, warm_s = self.warm_up_launchers(ex, procs, now() + self.limit)
-            rec.update(launchers_up_s=now() - t0, warmup_tasks=tasks, warmup_s=warm_s,
-                       launchers_seen_in_warmup=len(seen))  # fmt: skip
+            rec.update(
+                launchers_up_s=now() - t0,
+                warmup_tasks=tasks,
+                warmup_s=warm_s,
+                launchers_seen_in_warmup=len(seen),
+            )
             if len(seen) < k:
                 log(f"[scale_{k}] warm-up: only {len(seen)} of {k} launchers ran a task")
             h = Handle(ex.submit, ex.map, lambda wait, cancel: None)
             try:
                 rec.update(bx.wl_throughput(h, self.wl, n, now() + self.limit))
             except WorkloadTimeout as e:
-                raise WorkloadTimeout(e.args[0], {**rec, **(e.args[1] if len(e.args) > 1 else {})})
+                extra = e.args[1] if len(e.args) > 1 else {}
+                raise WorkloadTimeout(e.args[0], {**rec, **extra}) from None
             state["ok"] = True
             return rec
 
@@ -419,31 +450,38 @@ class Bench:
 
     def run_one(self, m: Measurement) -> None:
         if m.backend == PG and self.pg_url is None:
-            self.results[m.key] = {"status": "no server", "detail": self.server.get("detail")}
+            self.results[m.key] = {"status": "no server"}  # the note on the server says why
             return
         log(f"[{m.key}] ...")
         self.current = m.key
         stack = contextlib.ExitStack()
+        state: dict[str, Any] = {}
         rec: dict[str, Any] = {"status": "interrupted"}
         self.results[m.key] = rec
         t0 = now()
         try:
             try:
                 with self.watchdog.guard(2 * self.limit + 15, m.key):
-                    rec.update(status="ok", **m.run(stack, t0 + self.limit))
+                    rec.update(status="ok", **m.run(stack, t0 + self.limit, state))
             except WorkloadTimeout as e:
                 rec.update(status="timed out", detail=str(e.args[0]))
                 if len(e.args) > 1:
                     rec.update(e.args[1])
             except Hung:
                 rec.update(status="timed out", detail="a call blocked past the time limit")
+            except (cf.TimeoutError, TimeoutError):  # a future's result(timeout=...)
+                rec.update(status="timed out", detail="a task did not finish in time")
             except Exception as e:
-                rec.update(status="error", detail=f"{type(e).__name__}: {e}",
-                           traceback=traceback.format_exc())  # fmt: skip
+                rec.update(
+                    status="error",
+                    detail=f"{type(e).__name__}: {e}",
+                    traceback=traceback.format_exc(),
+                )
         finally:
             rec["elapsed_s"] = now() - t0
             self.current = None
             self.teardown(m.key, stack, rec)
+            rec.update({k: v for k, v in state.items() if k != "ok"})
         log(
             f"[{m.key}] {rec['status']} in {rec['elapsed_s']:.2f} s"
             + (f" ({rec['detail']})" if rec.get("detail") else "")
@@ -487,9 +525,14 @@ class Bench:
         bx.terminate_children()  # the executor's own launcher, if one is running
         with contextlib.suppress(Exception):
             self.stop_server()
-        for path in list(bx.TEMP_DIRS):
-            bx.remove_temp_dir(path)
+        self.remove_temp_dirs()
         os._exit(3)
+
+    def remove_temp_dirs(self) -> None:
+        """Every temporary directory left, except one whose server would not stop."""
+        for path in list(bx.TEMP_DIRS):
+            if path != self.tmp:
+                bx.remove_temp_dir(path)
 
     # -- report ---------------------------------------------------------------------------
 
@@ -546,33 +589,68 @@ def table_rows(b: Bench) -> list[tuple[str, Any, Callable[[float], str], str, st
     def met(value, ok: Callable[[float], bool]) -> str:
         return yes_no(ok(value)) if isinstance(value, num) else "-"
 
-    rows.append(("server start-up: initdb + pg_ctl start (s)", b.server.get("startup_s")
-                 if b.server.get("status") == "ok" else b.server.get("status"),
-                 "{:.2f}".format, "-", "-"))  # fmt: skip
+    rows.append(
+        (
+            "server start-up: initdb + pg_ctl start (s)",
+            b.server.get("startup_s") if b.server.get("status") == "ok" else b.server.get("status"),
+            "{:.2f}".format,
+            "-",
+            "-",
+        )
+    )
     v = figure(r.get("map_pg"), "call_rate")
-    rows.append((f"1. map() of {s['map']:,} no-ops returns, PostgreSQL (tasks/s)", v, rate,
-                 f">= {TARGET_MAP_RATE:,.0f}/s", met(v, lambda x: x >= TARGET_MAP_RATE)))  # fmt: skip
-    rows.append(("   same on SQLite (tasks/s)", figure(r.get("map_sqlite"), "call_rate"), rate,
-                 "context", "-"))  # fmt: skip
+    rows.append(
+        (
+            f"1. map() of {s['map']:,} no-ops returns, PostgreSQL (tasks/s)",
+            v,
+            rate,
+            f">= {TARGET_MAP_RATE:,.0f}/s",
+            met(v, lambda x: x >= TARGET_MAP_RATE),
+        )
+    )
+    rows.append(
+        (
+            "   same on SQLite (tasks/s)",
+            figure(r.get("map_sqlite"), "call_rate"),
+            rate,
+            "context",
+            "-",
+        )
+    )
     for i, backend in enumerate((PG, SQLITE)):
-        rec = r.get(f"rt_{backend}")
+        rec = r.get(f"rt_{SHORT[backend]}")
         v = figure(rec, "p50_ms")
         target = TARGET_P50_MS[backend]
         lead = f"2. {s['roundtrip']} sequential submit().result()" if i == 0 else "  "
-        rows.append((f"{lead} p50, {TITLES[backend]} (ms)", v, ms, f"<= {target:g} ms",
-                     met(v, lambda x, t=target: x <= t)))  # fmt: skip
+        rows.append(
+            (
+                f"{lead} p50, {TITLES[backend]} (ms)",
+                v,
+                ms,
+                f"<= {target:g} ms",
+                met(v, lambda x, t=target: x <= t),
+            )
+        )
         rows.append((f"   p95, {TITLES[backend]} (ms)", figure(rec, "p95_ms"), ms, "-", "-"))
     base = figure(r.get("scale_1"), "tasks_per_s")
     for k in LAUNCHER_COUNTS:
         lead = f"3. {s['scaling']:,} no-ops, " if k == LAUNCHER_COUNTS[0] else "   "
-        plural = "launcher " if k == 1 else "launchers"
-        rows.append((f"{lead}{k} {plural} x 1 worker, PostgreSQL (tasks/s)",
-                     figure(r.get(f"scale_{k}"), "tasks_per_s"), rate, "report only", "-"))  # fmt: skip
+        plural = "launcher" if k == 1 else "launchers"
+        rows.append(
+            (
+                f"{lead}{k} {plural} x 1 worker, PostgreSQL (tasks/s)",
+                figure(r.get(f"scale_{k}"), "tasks_per_s"),
+                rate,
+                "report only",
+                "-",
+            )
+        )
     for k in LAUNCHER_COUNTS[1:]:
         v = figure(r.get(f"scale_{k}"), "tasks_per_s")
         ratio = v / base if isinstance(v, num) and isinstance(base, num) and base else None
-        rows.append((f"   scaling: {k} launchers / 1 launcher", ratio, "{:.2f}x".format,
-                     "report only", "-"))  # fmt: skip
+        rows.append(
+            (f"   scaling: {k} launchers / 1 launcher", ratio, "{:.2f}x".format, "report only", "-")
+        )
     return rows
 
 
@@ -591,9 +669,13 @@ def render_table(b: Bench) -> str:
 
     def fmt_line(cells):
         return "  ".join(
-            [cells[0].ljust(widths[0]), cells[1].rjust(widths[1]),
-             cells[2].ljust(widths[2]), cells[3].ljust(widths[3])]
-        ).rstrip()  # fmt: skip
+            [
+                cells[0].ljust(widths[0]),
+                cells[1].rjust(widths[1]),
+                cells[2].ljust(widths[2]),
+                cells[3].ljust(widths[3]),
+            ]
+        ).rstrip()
 
     rule = "-" * len(fmt_line(["-" * w for w in widths]))
     return "\n".join([fmt_line(header), rule, *(fmt_line(c) for c in lines)])
@@ -640,12 +722,13 @@ def render_report(b: Bench) -> str:
         if rec.get("shutdown_status") not in (None, "ok"):
             notes.append(f"{key}: shutdown {rec['shutdown_status']}")
     for backend in (PG, SQLITE):
-        rec = b.results.get(f"map_{backend}", {})
+        key = f"map_{SHORT[backend]}"
+        rec = b.results.get(key, {})
         if "tasks_in_store" in rec:
             want = rec["n"] + rec["warmup_tasks"]
             if rec["tasks_in_store"] != want:
                 notes.append(
-                    f"map_{backend}: {rec['tasks_in_store']} tasks in the store after map(), "
+                    f"{key}: {rec['tasks_in_store']} tasks in the store after map(), "
                     f"expected {want}"
                 )
     scale_bits = []
@@ -714,9 +797,7 @@ def main(argv=None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             bench.cleanup()
     bench.report()
-    for path in list(bx.TEMP_DIRS):  # any left by an interrupted measurement
-        shutil.rmtree(path, ignore_errors=True)
-        bx.TEMP_DIRS.discard(path)
+    bench.remove_temp_dirs()
     return code
 
 
