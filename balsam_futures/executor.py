@@ -311,6 +311,20 @@ class BalsamExecutor(_cf.Executor):
 
     shutdown.__doc__ = _cf.Executor.shutdown.__doc__
 
+    def kill(self, tasks: Iterable[BalsamFuture | int]) -> list[int]:
+        """Kill tasks by future or id, wherever they run (see :meth:`BalsamFuture.kill`).
+
+        Returns the ids that were cancelled or flagged for their launcher to stop.
+        """
+        affected, ids = [], []
+        for t in tasks:
+            if isinstance(t, BalsamFuture):
+                if t.kill() and t.task_id is not None:
+                    affected.append(t.task_id)
+            else:
+                ids.append(int(t))
+        return sorted(affected + self._store.kill(ids))
+
     def cancel_pending(self) -> list[int]:
         """Cancel every task of this executor that no launcher has claimed yet."""
         self._submitter.flush()

@@ -70,6 +70,14 @@ class BalsamFuture(Future):
     def __repr__(self) -> str:
         return super().__repr__().replace(" state=", f" task_id={self._task_id} state=", 1)
 
+    def kill(self) -> bool:
+        """Stop the task wherever it runs: a pending task is cancelled, a running one is
+        killed by its launcher (with its whole process group) and its future raises
+        TaskKilled.  Returns False if the task had already finished."""
+        if self._submitter is None:
+            return self.cancel()
+        return self._submitter.kill(self)
+
     def cancel(self) -> bool:
         with self._condition:
             if self._state != PENDING:

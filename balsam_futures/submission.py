@@ -99,6 +99,14 @@ class Submitter(threading.Thread):
             return _mark_cancelled(fut)
         return False
 
+    def kill(self, fut: BalsamFuture) -> bool:
+        """Kill a task: cancel it if it has not started, else ask its launcher to stop it."""
+        if fut.done():
+            return fut.cancelled()
+        if self.cancel(fut):
+            return True
+        return bool(self.store.kill([fut._task_id]))
+
     # -- writer thread -----------------------------------------------------------------------
 
     def run(self) -> None:

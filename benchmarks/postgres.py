@@ -31,6 +31,7 @@ import concurrent.futures as cf
 import contextlib
 import importlib
 import json
+import logging
 import os
 import re
 import signal
@@ -67,6 +68,7 @@ LAUNCHER_IDLE_TIMEOUT_S = 60.0  # a safety net: launchers stop by themselves if 
 LAUNCHER_STOP_S = 30.0  # SIGTERM, then this long before SIGKILL
 MAP_WARMUP = 100  # untimed map() before the timed one (connections, statements, code paths)
 ROUNDTRIP_WARMUP = 20  # untimed round trips after the first task
+TEARDOWN_MIN_S = 60.0  # time limit for a measurement's clean-up, at least
 
 FULL_SIZES = {"map": 20_000, "roundtrip": 300, "scaling": 5_000}
 QUICK_SIZES = {"map": 4_000, "roundtrip": 60, "scaling": 1_000}
@@ -491,7 +493,8 @@ class Bench:
         t0 = now()
         status = "ok"
         try:
-            with self.watchdog.guard(self.limit, f"{key} shutdown"):
+            # After a timed-out run, cancelling can first have to store a long submit backlog.
+            with self.watchdog.guard(max(self.limit, TEARDOWN_MIN_S), f"{key} shutdown"):
                 stack.close()
         except Hung:
             status = "timed out"
@@ -510,6 +513,9 @@ class Bench:
 
     def cleanup(self) -> None:
         self.kill_launchers()
+        # An executor whose shutdown did not finish (timed out) still polls its store: once the
+        # server is stopped its retry warnings would only be noise.
+        logging.getLogger("balsam_futures").setLevel(logging.CRITICAL)
         self.stop_server()
 
     def give_up(self, what: str) -> None:
@@ -621,7 +627,7 @@ def table_rows(b: Bench) -> list[tuple[str, Any, Callable[[float], str], str, st
         rec = r.get(f"rt_{SHORT[backend]}")
         v = figure(rec, "p50_ms")
         target = TARGET_P50_MS[backend]
-        lead = f"2. {s['roundtrip']} sequential submit().result()" if i == 0 else "  "
+        lead = f"2. {s['roundtrip']:,} sequential submit().result()" if i == 0 else "  "
         rows.append(
             (
                 f"{lead} p50, {TITLES[backend]} (ms)",
@@ -701,7 +707,11 @@ def render_report(b: Bench) -> str:
             f"shared_buffers={srv['shared_buffers']}; data in {m.get('tmp_filesystem')}"
         )
     if "loadavg_at_start" in m:
-        out.append(f"load average at start: {m['loadavg_at_start']}")
+        line = f"load average at start: {m['loadavg_at_start']}"
+        with contextlib.suppress(OSError, AttributeError):
+            m["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            line += f", at end: {m['loadavg_at_end']}"
+        out.append(line + " (other load on the machine skews every figure)")
     out.append(f"balsam_futures: {b.balsam_version}")
     out.append(
         f"time limit per measurement: {b.limit:g} s; round trips with max_workers={MAX_WORKERS}"

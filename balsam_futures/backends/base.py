@@ -385,6 +385,7 @@ class SqlStore:
                     "num_restarts": 0,
                     "auto_timeout_retry": o.auto_timeout_retry,
                     "priority": o.priority,
+                    "kill_requested": False,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -505,6 +506,25 @@ class SqlStore:
                      "at": now, "message": "cancelled"} for r in rows
                 ])
         return done
+
+    def kill(self, task_ids: Sequence[int]) -> list[int]:
+        """Kill tasks: a pending one is cancelled now; a running one is flagged, and its
+        launcher stops it (KILLED) within a poll interval.  Returns the ids affected."""
+        cancelled = self.cancel(task_ids)
+        rest = [i for i in task_ids if i not in set(cancelled)]
+        if not rest:
+            return cancelled
+        with self._raw_write() as cur:
+            flagged = [r[0] for r in self._exec_once(cur, q.request_kill(rest),
+                                                     {"now": time.time()})]
+            if flagged:
+                self._announce_claimable(cur)  # wakes launchers, which also look for kills
+        return sorted(cancelled + flagged)
+
+    def kill_requests(self, launcher_id: int) -> list[int]:
+        """Ids of the tasks ``launcher_id`` runs that were asked to be killed."""
+        with self._raw_read() as cur:
+            return [r[0] for r in self._exec(cur, "select_kill_requests", {"lid": launcher_id})]
 
     # -- events ------------------------------------------------------------------------------
 

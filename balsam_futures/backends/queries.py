@@ -112,6 +112,7 @@ def finish_running():
         )
         .values(
             state=_p("b_state"),
+            kill_requested=False,
             result=_p("b_result"),
             error=_p("b_error"),
             return_code=_p("b_rc"),
@@ -135,6 +136,23 @@ def lock_cancellable(ids: list[int]):
         .order_by(tasks.c.id)
         .with_for_update()
     )
+
+
+def request_kill(ids: list[int]):
+    """Flag RUNNING tasks ``ids`` for their launcher to kill, returning the ids flagged."""
+    return (
+        update(tasks)
+        .where(tasks.c.id.in_(ids), _in_states([TaskState.RUNNING]))
+        .values(kill_requested=True, updated_at=_p("now"))
+        .returning(tasks.c.id)
+    )
+
+
+def select_kill_requests():
+    """Ids of the tasks launcher :lid runs that someone asked to kill."""
+    return select(tasks.c.id).where(
+        tasks.c.launcher_id == _p("lid"), _in_states([TaskState.RUNNING]),
+        tasks.c.kill_requested == True)  # noqa: E712 - SQL, not Python
 
 
 def set_state(ids: list[int]):
@@ -248,7 +266,7 @@ def requeue(ids: list[int]):
     return (
         update(tasks)
         .where(tasks.c.id.in_(ids), _in_states([TaskState.RUNNING]))
-        .values(state=TaskState.RESTART_READY.value, launcher_id=None,
+        .values(state=TaskState.RESTART_READY.value, launcher_id=None, kill_requested=False,
                 updated_at=_p("now"))
     )
 
@@ -315,7 +333,8 @@ def pg_finish_running_values() -> tuple[str, str]:
     """PostgreSQL: ``finish_running`` for many tasks in one statement, returning the ids
     written (psycopg2 ``execute_values`` SQL and row template)."""
     sql = (
-        "UPDATE bf_tasks AS t SET state = v.state, result = v.result, error = v.error, "
+        "UPDATE bf_tasks AS t SET state = v.state, kill_requested = false, "
+        "result = v.result, error = v.error, "
         "return_code = v.rc, num_restarts = t.num_restarts + v.inc, updated_at = v.now "
         "FROM (VALUES %s) AS v(id, lid, state, result, error, rc, inc, now) "
         "WHERE t.id = v.id AND t.state = 'RUNNING' AND t.launcher_id = v.lid "

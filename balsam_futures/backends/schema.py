@@ -53,6 +53,8 @@ tasks = Table(
     Column("num_restarts", Integer, nullable=False, default=0),
     Column("auto_timeout_retry", Boolean, nullable=False),
     Column("priority", Integer, nullable=False),
+    # Set by a kill request for a RUNNING task; its launcher sees it and stops the run.
+    Column("kill_requested", Boolean, nullable=False, default=False),
     Column("parent_id", Integer),
     Column("workdir", Text),
     Column("launcher_id", Integer),

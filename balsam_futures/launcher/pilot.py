@@ -30,7 +30,8 @@ from .. import config
 from .._wakeup import Waker
 from ..backends import LauncherInfo, open_store
 from ..backends.base import ClaimedTask, TaskOutcome
-from ..errors import StoreError
+from ..errors import StoreError, TaskKilled
+from ..tasks import TaskState
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ POLL_MIN = 0.001
 #: Poll interval when idle: bounds the latency of the first task after a quiet spell; smaller
 #: costs idle CPU on every launcher.
 POLL_MAX = 0.05
+#: Kill requests are looked for whenever the store reports a change, and at least this often.
+KILL_POLL = 0.5
 #: With a store that announces changes, the longest sleep between looks at the store anyway
 #: (a lost notification costs at most this much latency).
 NOTIFY_FALLBACK_POLL = 1.0
@@ -87,7 +90,8 @@ class Pilot:
         self.finished = 0
         self._backlog: deque[ClaimedTask] = deque()
         self._outcomes: list[TaskOutcome] = []
-        self._lock = threading.Lock()  # guards _outcomes
+        self._lock = threading.Lock()  # guards _outcomes and _kills
+        self._kills: set[int] = set()  # tasks to kill, from the store thread
         self._dispatcher_waker = Waker()
         self._store_waker = Waker()
         self._last_activity = time.monotonic()
@@ -148,6 +152,8 @@ class Pilot:
         if self.control_fd is not None:
             pool.watch(self.control_fd)
         while self.stop_reason is None:
+            if self._kills:
+                self._kill(pool)
             if self._backlog and pool.capacity():
                 tasks = []
                 while self._backlog and len(tasks) < pool.capacity():
@@ -171,6 +177,20 @@ class Pilot:
             if self.control_fd in ready and os.read(self.control_fd, 4096) == b"":
                 self.request_stop("the executor that started it exited")
 
+    def _kill(self, pool: WorkerPool) -> None:
+        with self._lock:
+            kills, self._kills = self._kills, set()
+        outcomes = pool.kill(kills)
+        # A claimed task not yet handed to a worker is killed before it starts.
+        for task in [t for t in self._backlog if t.id in kills]:
+            self._backlog.remove(task)
+            err = TaskKilled(f"task {task.id} was killed on request", task_id=task.id)
+            outcomes.append(pool._lost(task, TaskState.KILLED, err, "killed before it started"))
+        if outcomes:
+            with self._lock:
+                self._outcomes.extend(outcomes)
+            self._store_waker.set()
+
     # -- store thread ------------------------------------------------------------------------
 
     def _store_loop(self, store: Any, lid: int) -> None:
@@ -182,7 +202,7 @@ class Pilot:
         more = True  # the store may hold claimable tasks we have not seen
         poll = POLL_MIN
         retry = RETRY_MIN
-        last_beat = last_sweep = time.monotonic()
+        last_beat = last_sweep = last_kill_check = time.monotonic()
         while True:
             if (len(self._outcomes) < workers * 4 and self._backlog
                     and len(self._backlog) >= target // 2 and self.stop_reason is None):
@@ -194,7 +214,9 @@ class Pilot:
             # backlog into workers, and the backlog should only cover what frees up next.
             room = 0 if stopping else target - len(self._backlog) - self._running
             try:
-                want = room if room > 0 and (more or store.changed()) else 0
+                news = store.changed()
+                more = more or news  # remembered until there is room to claim
+                want = room if room > 0 and more else 0
                 if outcomes or want:
                     claimed = store.record_and_claim(lid, outcomes, want, max_nodes=1,
                                                      tags=tags)
@@ -213,6 +235,14 @@ class Pilot:
                     if outcomes or claimed:
                         self._last_activity = time.monotonic()
                 now = time.monotonic()
+                if ((news or now - last_kill_check >= KILL_POLL)
+                        and (self._running or self._backlog)):
+                    last_kill_check = now
+                    kills = store.kill_requests(lid)
+                    if kills:
+                        with self._lock:
+                            self._kills.update(kills)
+                        self._dispatcher_waker.set()
                 if now - last_beat >= self.lease / BEATS_PER_LEASE:
                     store.heartbeat(lid)
                     last_beat = now

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from ..backends.base import ClaimedTask, TaskOutcome
-from ..errors import TaskTimeout, WorkerCrashed
+from ..errors import TaskKilled, TaskTimeout, WorkerCrashed
 from ..serialization import dump_exception
 from ..tasks import TaskState, outcome_path
 
@@ -264,6 +264,18 @@ class WorkerPool:
             outcomes.append(self._lost(task, TaskState.RUN_TIMEOUT, err,
                                        f"timeout after {task.wall_time_s:g} s"))
             self._respawn(w, handback)
+
+    def kill(self, task_ids: set[int]) -> list[TaskOutcome]:
+        """Stop the running tasks among ``task_ids`` (their whole process groups)."""
+        outcomes = []
+        for w in list(self.workers):
+            if w.queue and w.queue[0].id in task_ids:
+                task = w.queue.popleft()
+                self._kill(w)
+                err = TaskKilled(f"task {task.id} was killed on request", task_id=task.id)
+                outcomes.append(self._lost(task, TaskState.KILLED, err, "killed on request"))
+                self._respawn(w, [])
+        return outcomes
 
     def _lost(self, task: ClaimedTask, run_state: TaskState, err: BaseException,
               message: str) -> TaskOutcome:

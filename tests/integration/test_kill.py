@@ -1,0 +1,109 @@
+"""Killing running tasks: the whole process group stops within about a second, the task ends
+KILLED with a history entry, and its future raises TaskKilled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from balsam_futures import TaskKilled
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def started_then_sleep(marker, child_pid_file=None):
+    if child_pid_file:
+        child = subprocess.Popen(["sleep", "60"])
+        with open(child_pid_file, "w") as f:
+            f.write(str(child.pid))
+    open(marker, "w").close()
+    time.sleep(60)
+    return "not killed"
+
+
+def _wait_for(path, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.005)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[1].split()[0] != "Z"
+
+
+def test_future_kill_stops_a_running_task_and_its_children(make_executor, tmp_path):
+    ex = make_executor(max_workers=1)
+    marker, pid_file = tmp_path / "started", tmp_path / "child.pid"
+    fut = ex.submit(started_then_sleep, str(marker), str(pid_file))
+    _wait_for(marker)
+    child = int(pid_file.read_text())
+    assert _alive(child)
+    t0 = time.monotonic()
+    assert fut.kill() is True
+    with pytest.raises(TaskKilled, match="killed"):
+        fut.result(timeout=10)
+    elapsed = time.monotonic() - t0
+    print(f"\nkilled in {elapsed * 1000:.0f} ms")
+    assert elapsed < 2.0
+    deadline = time.monotonic() + 5
+    while _alive(child):
+        assert time.monotonic() < deadline, "the task's child process survived the kill"
+        time.sleep(0.01)
+    history = ex.store.history(fut.task_id)
+    assert [h["to_state"] for h in history][-2:] == ["RUNNING", "KILLED"]
+    assert "killed" in history[-1]["message"]
+    # The launcher carries on with a fresh worker.
+    assert ex.submit(os.getpid).result(timeout=10) > 0
+
+
+def test_kill_by_id_and_kill_of_pending_task_cancels_it(make_executor, tmp_path):
+    ex = make_executor(max_workers=1)
+    marker = tmp_path / "started"
+    running = ex.submit(started_then_sleep, str(marker))
+    _wait_for(marker)
+    queued = [ex.submit(started_then_sleep, str(tmp_path / f"q{i}")) for i in range(4)]
+    last = queued[-1]
+    assert ex.flush(timeout=10)  # stored, so they have ids
+    try:
+        affected = ex.kill([running.task_id, last])
+    except BaseException:
+        ex.kill(queued)
+        raise
+    assert running.task_id in affected and last.task_id in affected
+    assert last.cancelled()
+    with pytest.raises(TaskKilled):
+        running.result(timeout=10)
+    assert ex.store.get_tasks([last.task_id])[0]["state"] == "CANCELLED"
+    ex.kill(queued)  # the rest: cancelled or killed, none left to run a minute each
+
+
+def test_kill_before_the_task_is_stored_withdraws_it(make_executor, tmp_path):
+    ex = make_executor(max_workers=1)
+    marker = tmp_path / "started"
+    running = ex.submit(started_then_sleep, str(marker))
+    _wait_for(marker)
+    fut = ex.submit(started_then_sleep, str(tmp_path / "never"))
+    assert fut.kill() is True  # stored or not, it never runs
+    assert fut.cancelled()
+    assert running.kill() is True
+    with pytest.raises(TaskKilled):
+        running.result(timeout=10)
+
+
+def test_kill_of_a_finished_task_changes_nothing(make_executor):
+    ex = make_executor(max_workers=1)
+    fut = ex.submit(os.getpid)
+    fut.result(timeout=10)
+    assert fut.kill() is False
+    assert ex.kill([fut.task_id]) == []
+    assert ex.store.get_tasks([fut.task_id])[0]["state"] == "JOB_FINISHED"
