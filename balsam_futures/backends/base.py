@@ -268,6 +268,11 @@ class SqlStore:
     def _before_history(self, cur: Any) -> None:
         """Dialect hook, run in the transaction before history rows are inserted."""
 
+    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]]) -> None:
+        """Insert new task rows, each given as (fields shared with other rows, its own)."""
+        self._exec_many(cur, "insert_tasks", [{**common, **own} for common, own in rows],
+                        processed=_ENCODED)
+
     def _lock_schema(self, conn: Connection) -> None:
         """Dialect hook: serialize schema creation between processes opening a new store."""
 
@@ -389,16 +394,16 @@ class SqlStore:
                     "created_at": now,
                     "updated_at": now,
                 }
-            rows.append({**common, "id": None, "name": spec.name, "kind": spec.kind,
-                         "state": spec.state.value, "payload": spec.payload,
-                         "parent_id": spec.parent_id})
+            rows.append((common, {"id": None, "name": spec.name, "kind": spec.kind,
+                                  "state": spec.state.value, "payload": spec.payload,
+                                  "parent_id": spec.parent_id}))
         with self._raw_write() as cur:
             ids = self._allocate_task_ids(cur, len(rows))
-            for row, task_id in zip(rows, ids):
-                row["id"] = task_id
+            for (_common, own), task_id in zip(rows, ids):
+                own["id"] = task_id
             # No history row for creation: ``created_at`` records it, and leaving it out
             # saves two of the five pages each single submit wrote to the WAL.
-            self._exec_many(cur, "insert_tasks", rows, processed=_ENCODED)
+            self._insert_tasks(cur, rows)
             self._after_create(cur)
             edges = [{"child_id": i, "parent_id": p}
                      for i, s in zip(ids, specs) for p in s.depends_on]

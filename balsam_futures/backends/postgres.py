@@ -112,6 +112,22 @@ class PostgresStore(SqlStore):
             sql, template = q.pg_insert_history_values()
             execute_values(cur, sql, rows, template=template, page_size=PAGE_SIZE)
 
+    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]]) -> None:
+        # Send the fields a map() shares once per batch, and per row only what differs
+        # (id, name, payload...): psycopg2 quotes every value it sends, and that quoting
+        # was most of a bulk insert's time (16,000 tasks/s with every field per row).
+        from psycopg2.extras import execute_values
+
+        groups: dict[int, tuple[dict, list[dict]]] = {}
+        for common, own in rows:
+            groups.setdefault(id(common), (common, []))[1].append(own)
+        for common, owns in groups.values():
+            fields = sorted(common)
+            sql, template, shared = q.pg_insert_tasks_shared(fields)
+            values = cur.mogrify(shared, common).decode()
+            execute_values(cur, sql.format(shared=values.replace("%", "%%")), owns,
+                           template=template, page_size=PAGE_SIZE)
+
     def _announce_claimable(self, cur: Any) -> None:
         self._exec(cur, "pg_notify_tasks", {})
 

@@ -319,6 +319,28 @@ def pg_insert_history_values() -> tuple[str, str]:
     return sql, template
 
 
+#: Fields of a new task that differ from task to task (the rest come from its options).
+TASK_OWN_FIELDS = ("id", "name", "kind", "state", "payload", "parent_id")
+
+
+def pg_insert_tasks_shared(shared_fields: list[str]) -> tuple[str, str, str]:
+    """PostgreSQL: insert many tasks that share their option fields, sending only the
+    per-task fields row by row (psycopg2 ``execute_values``); returns the SQL with a
+    ``{shared}`` slot for the mogrified shared values, the row template, and the slot's
+    own template."""
+    own = ", ".join(TASK_OWN_FIELDS)
+    sql = (
+        f"INSERT INTO bf_tasks ({own}, {', '.join(shared_fields)}) "
+        f"SELECT v.*, {{shared}} FROM (VALUES %s) AS v({own})"
+    )
+    template = ("(%(id)s::int, %(name)s::varchar, %(kind)s::varchar, %(state)s::varchar, "
+                "%(payload)s::bytea, %(parent_id)s::int)")
+    casts = {"tags": "::json", "data": "::json", "wall_time_s": "::float8",
+             "created_at": "::float8", "updated_at": "::float8"}
+    shared = ", ".join(f"%({f})s{casts.get(f, '')}" for f in shared_fields)
+    return sql, template, shared
+
+
 def pg_notify_tasks():
     """PostgreSQL: announce claimable tasks to launchers (delivered at commit)."""
     return text("SELECT pg_notify('bf_tasks', '')")
