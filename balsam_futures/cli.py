@@ -57,7 +57,7 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease) -> None:
         the_site = open_site(site)
         cfg = LauncherConfig(num_workers=workers or os.cpu_count() or 1,
                              tags=_parse_tags(tags), idle_timeout=idle_timeout,
-                             lease_seconds=lease)
+                             lease_seconds=lease, site=str(the_site.path))
         count = run_launcher(db_url or the_site.db_url, cfg)
     except BalsamFuturesError as exc:
         _fail(exc)

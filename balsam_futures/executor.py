@@ -160,6 +160,7 @@ class BalsamExecutor(_cf.Executor):
             init_blob=init_blob,
             max_tasks_per_child=max_tasks_per_child,
             worker_env={"PYTHONPATH": worker_python_path()},
+            site=str(site.path),
         )
         # Register the launcher here, so this executor knows its id; the child heartbeats it.
         import socket

@@ -241,8 +241,13 @@ class TaskContext:
     id: int
     name: str
     tags: Mapping[str, str]
+    data: Mapping[str, Any] = field(default_factory=dict)
     launcher_id: int | None = None
     workdir: str | None = None
+    #: The site directory of the launcher running the task (working directories go under
+    #: its data/), and the store's URL: an executor created inside the task uses both.
+    site: str | None = None
+    db_url: str | None = None
 
 
 _current: TaskContext | None = None

@@ -76,6 +76,7 @@ class ClaimedTask:
     kind: str
     payload: bytes
     tags: dict[str, str]
+    data: dict[str, Any]
     num_nodes: int
     ranks_per_node: int
     threads_per_rank: int
@@ -467,6 +468,7 @@ class SqlStore:
             fields = dict(zip(names, r))
             del fields["state"]
             fields["tags"] = self._decode_json(fields["tags"])
+            fields["data"] = self._decode_json(fields["data"])
             fields["payload"] = _blob(fields["payload"])
             fields["auto_timeout_retry"] = bool(fields["auto_timeout_retry"])
             claimed.append(ClaimedTask(**fields))

@@ -21,6 +21,7 @@ CLAIM_COLUMNS = (
     tasks.c.kind,
     tasks.c.payload,
     tasks.c.tags,
+    tasks.c.data,
     tasks.c.num_nodes,
     tasks.c.ranks_per_node,
     tasks.c.threads_per_rank,

@@ -78,6 +78,7 @@ class LauncherConfig:
     idle_timeout: float | None = None
     worker_env: Mapping[str, str] = field(default_factory=dict)
     lease_seconds: float | None = None
+    site: str | None = None  # where task working directories go (<site>/data)
 
 
 class Pilot:
@@ -126,7 +127,8 @@ class Pilot:
                  store.display_url)
         pool = WorkerPool(self.cfg.num_workers, launcher_id=lid, init_blob=self.cfg.init_blob,
                           max_tasks_per_child=self.cfg.max_tasks_per_child,
-                          env={**os.environ, **self.cfg.worker_env})
+                          env={**os.environ, **self.cfg.worker_env},
+                          context={"site": self.cfg.site, "db_url": self.db_url})
         store_thread = threading.Thread(target=self._store_loop, args=(store, lid),
                                         name="balsam-futures-store", daemon=True)
         try:

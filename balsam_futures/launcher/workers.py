@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from ..backends.base import ClaimedTask, TaskOutcome
 from ..errors import TaskKilled, TaskTimeout, WorkerCrashed
@@ -59,12 +60,14 @@ class WorkerPool:
 
     def __init__(self, num_workers: int, *, launcher_id: int, init_blob: bytes | None = None,
                  max_tasks_per_child: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 context: Mapping[str, Any] | None = None) -> None:
         self.num_workers = num_workers
         self.launcher_id = launcher_id
         self.init_blob = init_blob
         self.max_tasks_per_child = max_tasks_per_child
         self.env = dict(os.environ if env is None else env)
+        self.context = dict(context or {})  # sent with every task (site, store URL)
         self.workers: list[_Worker] = []
         self.host = socket.gethostname()
         # One selector for the pool's life: building one per wait (as
@@ -172,8 +175,9 @@ class WorkerPool:
             if not w.queue:
                 w.started_at = time.monotonic()
             w.queue.append(task)
-            context = {"name": task.name, "tags": task.tags, "launcher_id": self.launcher_id,
-                       "workdir": task.workdir}
+            context = {"name": task.name, "tags": task.tags, "data": task.data,
+                       "launcher_id": self.launcher_id, "workdir": task.workdir,
+                       **self.context}
             try:
                 # send_bytes of a plain pickle: Connection.send builds a ForkingPickler per
                 # message, which cost more than running a no-op task.
