@@ -1,13 +1,18 @@
 """balsam_futures: a concurrent.futures executor whose tasks live in a database and run under
 launchers on supercomputers or on this machine."""
 
+from .apps import ShellApp, ShellContext, ShellResult
 from .errors import (
     BalsamFuturesError,
+    DependencyError,
     LauncherBroken,
     PayloadError,
     PayloadTooLarge,
     RemoteError,
     SchemaMismatch,
+    ShellCommandNotFound,
+    ShellInputNotFound,
+    ShellTaskError,
     SiteError,
     StoreError,
     StoreUnavailable,
@@ -26,12 +31,19 @@ __all__ = [
     "BalsamExecutor",
     "BalsamFuture",
     "BalsamFuturesError",
+    "DependencyError",
     "LauncherBroken",
     "PayloadError",
     "PayloadTooLarge",
     "RemoteError",
     "Resources",
     "SchemaMismatch",
+    "ShellApp",
+    "ShellCommandNotFound",
+    "ShellContext",
+    "ShellInputNotFound",
+    "ShellResult",
+    "ShellTaskError",
     "SiteError",
     "StoreError",
     "StoreUnavailable",

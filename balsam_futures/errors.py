@@ -107,3 +107,108 @@ class WorkerInitError(TaskFailed, BrokenExecutor):
 
     Like ``BrokenProcessPool`` from ProcessPoolExecutor, this is a ``BrokenExecutor``.
     """
+
+
+class DependencyError(TaskFailed):
+    """A task did not run because a task it depends on failed, was killed or cancelled."""
+
+    def __init__(self, message: str, *, task_id: int | None = None,
+                 parent_id: int | None = None) -> None:
+        super().__init__(message, task_id=task_id)
+        self.parent_id = parent_id
+
+    def __reduce__(self):
+        return (_rebuild_dependency_error, (self.args[0], self.task_id, self.parent_id))
+
+
+def _rebuild_dependency_error(message, task_id, parent_id):
+    return DependencyError(message, task_id=task_id, parent_id=parent_id)
+
+
+def _rebuild_exception(cls: type, args: tuple) -> BaseException:
+    """Unpickle an exception whose ``__init__`` takes other arguments than its ``args``.
+
+    Pickle then restores the attributes from the state that ``__reduce__`` returned.
+    """
+    exc = cls.__new__(cls, *args)
+    BaseException.__init__(exc, *args)
+    return exc
+
+
+class ShellTaskError(TaskFailed):
+    """A shell task's command exited with a non-zero code (or was stopped by a signal).
+
+    It carries what :class:`subprocess.CalledProcessError` does: ``returncode`` and ``cmd``, and
+    also ``workdir`` (the task's working directory) and ``output_tail`` (the last lines of its
+    ``job.out``, which holds the command's stdout and stderr).
+    """
+
+    def __init__(self, returncode: int, cmd: str, *, workdir: str | None = None,
+                 output_tail: str = "", task_id: int | None = None,
+                 message: str | None = None) -> None:
+        self.returncode = returncode
+        self.cmd = cmd
+        self.workdir = workdir
+        self.output_tail = output_tail
+        super().__init__(message or self._describe(task_id), task_id=task_id)
+
+    def _describe(self, task_id: int | None) -> str:
+        if self.returncode < 0:
+            import signal
+
+            try:
+                how = f"was stopped by signal {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                how = f"was stopped by signal {-self.returncode}"
+        else:
+            how = f"exited with code {self.returncode}"
+        text = f"shell task {task_id} {how}: {self.cmd}"
+        if self.workdir:
+            text += f"\n(working directory {self.workdir})"
+        if self.output_tail:
+            text += f"\nlast lines of job.out:\n{self.output_tail}"
+        return text
+
+    def __reduce__(self):
+        # The instance's __dict__ (returncode, cmd, ..., task_id) is restored by pickle.
+        return (_rebuild_exception, (type(self), self.args), dict(self.__dict__))
+
+
+class ShellCommandNotFound(ShellTaskError, FileNotFoundError):
+    """A shell task's program is not on the PATH (or its path is not an executable file).
+
+    ``executable`` names it; ``returncode`` is 127, as a shell reports it.
+    """
+
+    def __init__(self, executable: str, cmd: str, *, workdir: str | None = None,
+                 output_tail: str = "", task_id: int | None = None,
+                 path: str | None = None) -> None:
+        self.executable = executable
+        if "/" in executable:
+            where = "does not exist or is not an executable file"
+        else:
+            where = "was not found on PATH" + (f" ({path})" if path else "")
+        super().__init__(127, cmd, workdir=workdir, output_tail=output_tail, task_id=task_id,
+                         message=f"shell task {task_id}: the command {executable!r} {where}; "
+                                 f"command line: {cmd}")
+
+
+class ShellInputNotFound(TaskFailed, FileNotFoundError):
+    """An input file of a shell task (``ShellApp(inputs=...)``) does not exist.
+
+    ``filename`` is the path or glob pattern that matched nothing.
+    """
+
+    def __init__(self, pattern: str, *, task_id: int | None = None) -> None:
+        super().__init__(f"input {pattern!r} of shell task {task_id} was not found "
+                         "(no such file, or no file matches the pattern)", task_id=task_id)
+        self.filename = pattern
+
+    def __str__(self) -> str:
+        # OSError's own text would be "[Errno None] None: '<filename>'".
+        return str(self.args[0])
+
+    def __reduce__(self):
+        # filename is an OSError slot, not in __dict__: hand it over with the state.
+        return (_rebuild_exception, (type(self), self.args),
+                {**self.__dict__, "filename": self.filename})

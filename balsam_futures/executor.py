@@ -33,10 +33,10 @@ from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_eve
 from .launcher.pilot import LauncherConfig
 from .launcher.process import LauncherProcess, worker_python_path
 from .launcher.workers import pack_initializer
-from .serialization import dump_call, dump_callable
+from .serialization import dump_call, dump_callable, swap_futures
 from .sitedir import Site, open_site
 from .submission import Submitter
-from .tasks import FINAL, TaskOptions, TaskSpec, TaskState
+from .tasks import FINAL, TaskOptions, TaskSpec, TaskState, current_task
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ class BalsamExecutor(_cf.Executor):
         site: the site directory (database, data/, logs/).
         db_url: a database URL instead of the site's embedded SQLite file (default:
             ``$BALSAM_FUTURES_DB_URL``), e.g. ``postgresql://user@host/db``.
-        launcher: start a local launcher (default True); False leaves the tasks for
-            launchers started elsewhere (``balsam-futures launcher``, a batch job).
+        launcher: start a local launcher (default: yes, except inside a running task);
+            False leaves the tasks for launchers started elsewhere (``balsam-futures
+            launcher``, a batch job).  An executor created inside a task joins that task's
+            store and launchers, and the tasks it submits record the task as their parent.
         options: default per-task options (tags, retries, timeout...); see :meth:`options`.
     """
 
@@ -104,7 +106,7 @@ class BalsamExecutor(_cf.Executor):
         max_tasks_per_child: int | None = None,
         site: str | os.PathLike[str] | None = None,
         db_url: str | None = None,
-        launcher: bool = True,
+        launcher: bool | None = None,
         options: TaskOptions | None = None,
     ) -> None:
         if max_workers is None:
@@ -125,6 +127,12 @@ class BalsamExecutor(_cf.Executor):
         init_blob = pack_initializer(initializer, initargs) if initializer else None
 
         self._site: Site | None = None
+        inside = current_task()  # created by a running task: join its store, as its child
+        self._parent_id = inside.id if inside is not None else None
+        if launcher is None:
+            launcher = inside is None
+        if inside is not None and db_url is None and site is None:
+            db_url, site = inside.db_url, inside.site
         if db_url is None:
             db_url = config.setting("DB_URL")
         if db_url is None:
@@ -209,9 +217,25 @@ class BalsamExecutor(_cf.Executor):
     def _submit(self, options: TaskOptions, fn, args, kwargs) -> BalsamFuture:
         with self._shutdown_lock:
             self._check_open()
-        payload = dump_call(dump_callable(fn), args, kwargs)
-        spec = TaskSpec("python", payload, options, name=options.name or _task_name(fn))
+        from .apps import ShellApp, shell_call
+
+        if isinstance(fn, ShellApp):  # stored as a Python task that runs the command
+            name = options.name or fn.default_name
+            fn, args = shell_call(fn, args, kwargs)
+            spec = self._make_spec(options, "shell", dump_callable(fn), args, {}, name)
+            return self._store_specs([spec])[0]
+        spec = self._make_spec(options, "python", dump_callable(fn), args, kwargs,
+                               options.name or _task_name(fn))
         return self._store_specs([spec])[0]
+
+    def _make_spec(self, options: TaskOptions, kind: str, fn_bytes: bytes, args: tuple,
+                   kwargs: dict, name: str) -> TaskSpec:
+        """Build one TaskSpec: futures among the arguments become dependencies whose results
+        take their place when the task runs; ``options.depends_on`` adds more."""
+        args, kwargs, parents = swap_futures(args, kwargs, _is_future, _dependency_id)
+        parents.extend(_dependency_id(d) for d in options.depends_on)
+        return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,
+                        parent_id=self._parent_id, depends_on=tuple(parents))
 
     def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
         with self._shutdown_lock:
@@ -249,7 +273,7 @@ class BalsamExecutor(_cf.Executor):
             calls = (((chunk,), {}) for chunk in iter(lambda: list(itertools.islice(it, chunksize)), []))
         futs: list[BalsamFuture] = []
         while batch := list(itertools.islice(calls, MAP_BATCH)):
-            specs = [TaskSpec("python", dump_call(fn_bytes, a, k), options, name=name)
+            specs = [self._make_spec(options, "python", fn_bytes, a, k, name)
                      for a, k in batch]
             futs.extend(self._store_specs(specs))
         self._submitter.flush()  # map returns once every task is in the store
@@ -359,6 +383,23 @@ class BalsamExecutor(_cf.Executor):
     def _mark_broken(self, err: BaseException) -> None:
         with self._shutdown_lock:
             self._broken = err
+
+
+def _is_future(value: Any) -> bool:
+    return isinstance(value, BalsamFuture)
+
+
+def _dependency_id(dep: Any) -> int:
+    """The task id of a dependency given as a future or an id."""
+    if isinstance(dep, BalsamFuture):
+        task_id = dep.task_id  # waits until that task is stored
+        if task_id is None:
+            raise ValueError(f"{dep!r} was cancelled before it was stored; nothing can "
+                             "depend on it")
+        return task_id
+    if isinstance(dep, int) and not isinstance(dep, bool):
+        return dep
+    raise TypeError(f"depends_on takes futures or task ids, not {type(dep).__name__}")
 
 
 def _result_iterator(futs: list[BalsamFuture], end_time: float | None) -> Iterator[Any]:

@@ -152,3 +152,69 @@ def load_exception(blob: bytes, task_id: int | None = None) -> BaseException:
             exc.__cause__ = RemoteTraceback(packed["traceback"])
             return exc
     return RemoteError(packed["type"], packed["message"], packed["traceback"], task_id=task_id)
+
+
+class ParentResult:
+    """Stands in an argument for the result of another task (a future passed as an
+    argument); the worker puts the result in its place before the call."""
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+
+    def __reduce__(self):
+        return (ParentResult, (self.task_id,))
+
+    def __repr__(self) -> str:
+        return f"<result of task {self.task_id}>"
+
+
+def swap_futures(args: tuple, kwargs: dict, is_future, task_id_of) -> tuple[tuple, dict, list]:
+    """Replace futures among the arguments (and one level inside lists, tuples and dicts)
+    with ParentResult markers; returns the new args, kwargs and the task ids replaced."""
+    found: list[int] = []
+
+    def swap(value):
+        if is_future(value):
+            task_id = task_id_of(value)
+            found.append(task_id)
+            return ParentResult(task_id)
+        return value
+
+    def swap_in(value):
+        if type(value) in (list, tuple):
+            return type(value)(swap(v) for v in value)
+        if type(value) is dict:
+            return {k: swap(v) for k, v in value.items()}
+        return swap(value)
+
+    new_args = tuple(swap_in(a) for a in args)
+    new_kwargs = {k: swap_in(v) for k, v in kwargs.items()}
+    return new_args, new_kwargs, found
+
+
+def fill_parent_results(args: tuple, kwargs: dict,
+                        results: dict[int, bytes | None]) -> tuple[tuple, dict]:
+    """Worker side: put each parent's result where its ParentResult marker stands."""
+
+    def fill(value):
+        if isinstance(value, ParentResult):
+            blob = results.get(value.task_id)
+            if blob is None:
+                from .errors import DependencyError
+
+                raise DependencyError(f"the result of task {value.task_id}, passed as an "
+                                      "argument, is not available (it did not finish)",
+                                      parent_id=value.task_id)
+            return pickle.loads(blob)
+        return value
+
+    def fill_in(value):
+        if type(value) in (list, tuple):
+            return type(value)(fill(v) for v in value)
+        if type(value) is dict:
+            return {k: fill(v) for k, v in value.items()}
+        return fill(value)
+
+    return tuple(fill_in(a) for a in args), {k: fill_in(v) for k, v in kwargs.items()}

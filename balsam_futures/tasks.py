@@ -163,6 +163,10 @@ class TaskOptions:
     timeout: float | None = None
     auto_timeout_retry: bool = True
     priority: int = 0
+    #: Tasks (futures or ids) that must finish before this one runs.
+    depends_on: Sequence[Any] = ()
+    #: Run even if a task in ``depends_on`` fails (else this one fails with DependencyError).
+    allow_parent_failure: bool = False
 
     def __post_init__(self) -> None:
         if self.name is not None and not isinstance(self.name, str):
@@ -180,6 +184,10 @@ class TaskOptions:
         if not isinstance(self.resources, Resources):
             raise TypeError("resources must be a balsam_futures.Resources")
         _check_int("max_retries", self.max_retries, 0)
+        if isinstance(self.depends_on, (str, bytes)) or not isinstance(self.depends_on,
+                                                                        Sequence):
+            raise TypeError("depends_on must be a list of futures or task ids")
+        object.__setattr__(self, "depends_on", tuple(self.depends_on))
         _check_int("priority", self.priority, -(2**31))
         if self.timeout is not None:
             if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):

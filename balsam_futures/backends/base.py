@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import SchemaMismatch, StoreError, StoreUnavailable
-from ..tasks import WATCHED, TaskSpec, TaskState
+from ..tasks import FINAL, WATCHED, TaskSpec, TaskState
 from . import queries as q
 from .migrations import SCHEMA_VERSION, STEPS
 
@@ -87,6 +87,9 @@ class ClaimedTask:
     num_restarts: int
     auto_timeout_retry: bool
     workdir: str | None
+    num_parents: int = 0
+    #: Results (pickled) of the tasks this one depends on, by task id.
+    parent_results: dict[int, bytes | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,9 @@ def _blob(value: Any) -> bytes | None:
 
 
 _ENCODED = frozenset({"tags", "data"})
+_PARENT_FAILED = frozenset(s.value for s in (TaskState.FAILED, TaskState.KILLED,
+                                             TaskState.CANCELLED))
+_PARENT_ENDED = _PARENT_FAILED | {TaskState.JOB_FINISHED.value}
 
 
 class SqlStore:
@@ -395,9 +401,13 @@ class SqlStore:
                     "created_at": now,
                     "updated_at": now,
                 }
-            rows.append((common, {"id": None, "name": spec.name, "kind": spec.kind,
-                                  "state": spec.state.value, "payload": spec.payload,
-                                  "parent_id": spec.parent_id}))
+            waits = bool(spec.depends_on)
+            rows.append((common, {
+                "id": None, "name": spec.name, "kind": spec.kind,
+                "state": (TaskState.AWAITING_PARENTS if waits else spec.state).value,
+                "payload": spec.payload, "parent_id": spec.parent_id,
+                "num_parents": len(set(spec.depends_on)),
+                "allow_parent_failure": o.allow_parent_failure}))
         with self._raw_write() as cur:
             ids = self._allocate_task_ids(cur, len(rows))
             for (_common, own), task_id in zip(rows, ids):
@@ -407,9 +417,11 @@ class SqlStore:
             self._insert_tasks(cur, rows)
             self._after_create(cur)
             edges = [{"child_id": i, "parent_id": p}
-                     for i, s in zip(ids, specs) for p in s.depends_on]
+                     for i, s in zip(ids, specs) for p in sorted(set(s.depends_on))]
             if edges:
                 self._exec_many(cur, "insert_dependencies", edges)
+                # Parents may have finished already: release what can go now.
+                self._release(cur, sorted({e["child_id"] for e in edges}), now)
         return ids
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, max_nodes, tags,
@@ -462,6 +474,12 @@ class SqlStore:
                      "at": now, "message": f"claimed by launcher {launcher_id}"}
                     for r in rows
                 ])
+            parents: dict[int, dict[int, bytes | None]] = {}
+            needy = [r[0] for r in rows if r[-1]]  # num_parents is the last claim column
+            if needy:
+                for child, parent, result in self._exec_once(
+                        cur, q.select_parent_results(needy), {}).fetchall():
+                    parents.setdefault(child, {})[parent] = _blob(result)
         names = [c.name for c in q.CLAIM_COLUMNS]
         claimed = []
         for r in rows:
@@ -471,6 +489,7 @@ class SqlStore:
             fields["data"] = self._decode_json(fields["data"])
             fields["payload"] = _blob(fields["payload"])
             fields["auto_timeout_retry"] = bool(fields["auto_timeout_retry"])
+            fields["parent_results"] = parents.get(fields["id"], {})
             claimed.append(ClaimedTask(**fields))
         return claimed
 
@@ -495,7 +514,57 @@ class SqlStore:
              "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}
             for o in kept for k, state in enumerate(o.path)
         ])
+        self._release_children_of(cur, [o.task_id for o in kept if o.path[-1] in FINAL], now)
         return len(kept)
+
+    # -- dependencies ------------------------------------------------------------------------
+
+    def _release_children_of(self, cur: Any, parent_ids: list[int], now: float) -> None:
+        if parent_ids:
+            children = [r[0] for r in self._exec_once(cur, q.select_children_of(parent_ids), {})]
+            if children:
+                self._release(cur, children, now)
+
+    def _release(self, cur: Any, child_ids: list[int], now: float) -> None:
+        """Move children whose parents have all ended out of AWAITING_PARENTS: to READY, or
+        to FAILED (with a DependencyError naming the parent) when a parent did not finish
+        and the child does not allow that.  Failures cascade to grandchildren."""
+        from ..errors import DependencyError
+        from ..serialization import dump_exception
+
+        while child_ids:
+            edges: dict[int, list[tuple]] = {}
+            for row in self._exec_once(cur, q.select_parents_of(child_ids), {}).fetchall():
+                edges.setdefault(row[0], []).append(row)
+            moves, failed = [], []
+            for child, rows in edges.items():
+                if rows[0][1] != TaskState.AWAITING_PARENTS.value:
+                    continue
+                allow = bool(rows[0][2])
+                bad = [(r[3], r[4]) for r in rows if r[4] in _PARENT_FAILED]
+                if bad and not allow:
+                    parent, state = bad[0]
+                    err = DependencyError(f"task {child} did not run: the task it depends on, "
+                                          f"{parent}, ended {state}", task_id=child,
+                                          parent_id=parent)
+                    moves.append((child, TaskState.FAILED,
+                                  dump_exception(err, f"Task {child} (dependency check)"),
+                                  f"parent {parent} ended {state}"))
+                    failed.append(child)
+                elif all(r[4] in _PARENT_ENDED for r in rows):
+                    moves.append((child, TaskState.READY, None, "parents finished"))
+            if not moves:
+                return
+            self._exec_many(cur, "release_child", [
+                {"b_id": c, "b_state": st.value, "b_error": err, "b_now": now}
+                for c, st, err, _m in moves])
+            self._insert_history(cur, [
+                {"task_id": c, "from_state": TaskState.AWAITING_PARENTS.value,
+                 "to_state": st.value, "at": now, "message": m} for c, st, _e, m in moves])
+            if any(st is TaskState.READY for _c, st, _e, _m in moves):
+                self._announce_claimable(cur)
+            child_ids = ([r[0] for r in self._exec_once(cur, q.select_children_of(failed), {})]
+                         if failed else [])
 
     def cancel(self, task_ids: Sequence[int]) -> list[int]:
         """Cancel tasks no launcher holds; returns the ids that were cancelled."""
@@ -512,6 +581,7 @@ class SqlStore:
                     {"task_id": r[0], "from_state": r[1], "to_state": TaskState.CANCELLED.value,
                      "at": now, "message": "cancelled"} for r in rows
                 ])
+                self._release_children_of(cur, done, now)
         return done
 
     def kill(self, task_ids: Sequence[int]) -> list[int]:

@@ -32,6 +32,7 @@ CLAIM_COLUMNS = (
     tasks.c.num_restarts,
     tasks.c.auto_timeout_retry,
     tasks.c.workdir,
+    tasks.c.num_parents,
 )
 
 
@@ -277,6 +278,43 @@ def delete_tasks(ids: list[int]):
     return delete(tasks).where(tasks.c.id.in_(ids))
 
 
+def select_parents_of(child_ids: list[int]):
+    """(child id, child state, child allows failure, parent id, parent state) for every
+    dependency edge of ``child_ids``."""
+    parent = tasks.alias("parent")
+    return (
+        select(dependencies.c.child_id, tasks.c.state, tasks.c.allow_parent_failure,
+               dependencies.c.parent_id, parent.c.state)
+        .join(tasks, tasks.c.id == dependencies.c.child_id)
+        .join(parent, parent.c.id == dependencies.c.parent_id)
+        .where(dependencies.c.child_id.in_(child_ids))
+    )
+
+
+def select_children_of(parent_ids: list[int]):
+    """Ids of the tasks that depend on any of ``parent_ids``."""
+    return select(dependencies.c.child_id).where(
+        dependencies.c.parent_id.in_(parent_ids)).distinct()
+
+
+def select_parent_results(child_ids: list[int]):
+    """(child id, parent id, parent result) for every dependency edge of ``child_ids``."""
+    return (
+        select(dependencies.c.child_id, dependencies.c.parent_id, tasks.c.result)
+        .join(tasks, tasks.c.id == dependencies.c.parent_id)
+        .where(dependencies.c.child_id.in_(child_ids))
+    )
+
+
+def release_child():
+    """Move task :b_id out of AWAITING_PARENTS to :b_state, with :b_error if it failed."""
+    return (
+        update(tasks)
+        .where(tasks.c.id == _p("b_id"), _in_states([TaskState.AWAITING_PARENTS]))
+        .values(state=_p("b_state"), error=_p("b_error"), updated_at=_p("b_now"))
+    )
+
+
 def sqlite_task_sequence():
     """SQLite: the last task id handed out (AUTOINCREMENT keeps it in sqlite_sequence)."""
     return text("SELECT seq FROM sqlite_sequence WHERE name = 'bf_tasks'")
@@ -321,7 +359,8 @@ def pg_insert_history_values() -> tuple[str, str]:
 
 
 #: Fields of a new task that differ from task to task (the rest come from its options).
-TASK_OWN_FIELDS = ("id", "name", "kind", "state", "payload", "parent_id")
+TASK_OWN_FIELDS = ("id", "name", "kind", "state", "payload", "parent_id", "num_parents",
+                   "allow_parent_failure")
 
 
 def pg_insert_tasks_shared(shared_fields: list[str]) -> tuple[str, str, str]:
@@ -335,7 +374,8 @@ def pg_insert_tasks_shared(shared_fields: list[str]) -> tuple[str, str, str]:
         f"SELECT v.*, {{shared}} FROM (VALUES %s) AS v({own})"
     )
     template = ("(%(id)s::int, %(name)s::varchar, %(kind)s::varchar, %(state)s::varchar, "
-                "%(payload)s::bytea, %(parent_id)s::int)")
+                "%(payload)s::bytea, %(parent_id)s::int, %(num_parents)s::int, "
+                "%(allow_parent_failure)s::boolean)")
     casts = {"tags": "::json", "data": "::json", "wall_time_s": "::float8",
              "created_at": "::float8", "updated_at": "::float8"}
     shared = ", ".join(f"%({f})s{casts.get(f, '')}" for f in shared_fields)

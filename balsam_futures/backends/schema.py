@@ -55,7 +55,12 @@ tasks = Table(
     Column("priority", Integer, nullable=False),
     # Set by a kill request for a RUNNING task; its launcher sees it and stops the run.
     Column("kill_requested", Boolean, nullable=False, default=False),
+    # The task that submitted this one from inside its run (dynamic workflows), if any.
     Column("parent_id", Integer),
+    # How many tasks this one depends on (rows in bf_dependencies), and whether it runs even
+    # if one of them fails; a launcher fetches parents' results only when num_parents > 0.
+    Column("num_parents", Integer, nullable=False, default=0),
+    Column("allow_parent_failure", Boolean, nullable=False, default=False),
     Column("workdir", Text),
     Column("launcher_id", Integer),
     Column("result", LargeBinary),

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import tasks as _tasks
 from ..errors import WorkerInitError
-from ..serialization import CallLoader, dump_exception, dump_result
+from ..serialization import CallLoader, dump_exception, dump_result, fill_parent_results
 
 
 def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
@@ -39,9 +39,12 @@ def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
     return None
 
 
-def _run_task(loader: CallLoader, task_id: int, payload: bytes, where: str) -> tuple:
+def _run_task(loader: CallLoader, task_id: int, payload: bytes, where: str,
+              parent_results: dict | None = None) -> tuple:
     try:
         fn, args, kwargs = loader.load(payload)
+        if parent_results:
+            args, kwargs = fill_parent_results(args, kwargs, parent_results)
         value = fn(*args, **kwargs)
         return (task_id, True, dump_result(value))
     except BaseException as exc:  # noqa: BLE001 - a task's SystemExit is its own failure
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         if init_error is not None:
             answer = (task_id, False, init_error)
         else:
+            parent_results = context.pop("parent_results", None)
             _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
-            answer = _run_task(loader, task_id, payload, where)
+            answer = _run_task(loader, task_id, payload, where, parent_results)
         conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     conn.close()

@@ -178,6 +178,8 @@ class WorkerPool:
             context = {"name": task.name, "tags": task.tags, "data": task.data,
                        "launcher_id": self.launcher_id, "workdir": task.workdir,
                        **self.context}
+            if task.parent_results:
+                context["parent_results"] = task.parent_results
             try:
                 # send_bytes of a plain pickle: Connection.send builds a ForkingPickler per
                 # message, which cost more than running a no-op task.
