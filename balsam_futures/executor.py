@@ -33,6 +33,7 @@ from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_eve
 from .launcher.pilot import LauncherConfig
 from .launcher.process import LauncherProcess, worker_python_path
 from .launcher.workers import pack_initializer
+from .query import TaskQuery
 from .serialization import dump_call, dump_callable, swap_futures
 from .sitedir import Site, open_site
 from .submission import Submitter
@@ -281,6 +282,10 @@ class BalsamExecutor(_cf.Executor):
         if chunksize == 1:
             return results
         return itertools.chain.from_iterable(results)
+
+    def tasks(self) -> TaskQuery:
+        """Every task in this executor's store, as a lazy query (``.filter(...)``)."""
+        return TaskQuery(self._store)
 
     # -- re-attaching ------------------------------------------------------------------------
 

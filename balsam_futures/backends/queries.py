@@ -406,3 +406,72 @@ def pg_finish_running_values() -> tuple[str, str]:
     template = ("(%(b_id)s::int, %(b_lid)s::int, %(b_state)s::varchar, %(b_result)s::bytea, "
                 "%(b_error)s::bytea, %(b_rc)s::int, %(b_inc)s::int, %(b_now)s::float8)")
     return sql, template
+
+
+# -- task queries (balsam_futures.query) --------------------------------------------------
+
+#: Task columns a query may filter, order or update by.
+QUERY_COLUMNS = frozenset(
+    c.name for c in tasks.c if c.name not in ("payload", "result", "error", "tags", "data"))
+QUERY_OPS = {
+    "eq": lambda col, v: col == v,
+    "ne": lambda col, v: col != v,
+    "lt": lambda col, v: col < v,
+    "le": lambda col, v: col <= v,
+    "gt": lambda col, v: col > v,
+    "ge": lambda col, v: col >= v,
+    "in": lambda col, v: col.in_(list(v)),
+    "contains": lambda col, v: col.contains(v, autoescape=True),
+    "startswith": lambda col, v: col.startswith(v, autoescape=True),
+}
+
+
+def _condition(field: str, op: str, value):
+    if field.startswith("tags."):
+        col = tasks.c.tags[field[5:]].as_string()
+    elif field.startswith("data."):
+        key = field[5:]
+        probe = next(iter(value), None) if op == "in" else value
+        if isinstance(probe, bool):
+            col = tasks.c.data[key].as_boolean()
+        elif isinstance(probe, (int, float)):
+            col = tasks.c.data[key].as_float()
+        else:
+            col = tasks.c.data[key].as_string()
+    else:
+        col = tasks.c[field]
+    return QUERY_OPS[op](col, value)
+
+
+def _filtered(stmt, filters):
+    for field, op, value in filters:
+        stmt = stmt.where(_condition(field, op, value))
+    return stmt
+
+
+def query_select(filters, order: tuple[str, ...], limit: int | None):
+    """Rows (without payloads) of the tasks matching ``filters``."""
+    cols = [c for c in tasks.c if c.name not in ("payload",)]
+    stmt = _filtered(select(*cols), filters)
+    for name in order or ("id",):
+        col = tasks.c[name.lstrip("-")]
+        stmt = stmt.order_by(col.desc() if name.startswith("-") else col)
+    return stmt.limit(limit) if limit is not None else stmt
+
+
+def query_count_by_state(filters):
+    """(state, count) of the tasks matching ``filters``."""
+    return _filtered(select(tasks.c.state, func.count()), filters).group_by(tasks.c.state)
+
+
+def query_lock_ids(filters, states=None):
+    """(id, state) of the tasks matching ``filters`` (and in ``states``), locked."""
+    stmt = _filtered(select(tasks.c.id, tasks.c.state), filters)
+    if states is not None:
+        stmt = stmt.where(_in_states(states))
+    return stmt.order_by(tasks.c.id).with_for_update()
+
+
+def query_update(ids: list[int], values: dict):
+    """Set ``values`` on tasks ``ids``."""
+    return update(tasks).where(tasks.c.id.in_(ids)).values(**values, updated_at=_p("now"))

@@ -1,0 +1,140 @@
+"""Select, count, update and delete tasks by their fields; lazy and chainable, like Balsam's
+``Job.objects.filter(...)``.
+
+    q = ex.tasks().filter(state="FAILED", num_nodes__le=128, tags={"exp": "sweep1"})
+    q.count()                                  # one query
+    q.update(state="RESTART_READY")            # bulk, one history row per task
+    ex.tasks().filter(data__lr__gt=0.01).order_by("-priority")[:10]
+
+Keyword filters are ``field`` or ``field__op`` with op one of eq, ne, lt, le, gt, ge, in,
+contains, startswith; ``tags={k: v}`` (or ``tags__k=v``) matches tags, ``data__key__op`` the
+task's JSON data.  Nothing runs until the query is iterated, counted or applied.  This is
+the one implementation the command line uses too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .backends import SqlStore, open_store
+from .backends.queries import QUERY_COLUMNS, QUERY_OPS
+from .tasks import TaskState, parse_state
+
+#: Fields ``update`` may set besides ``state``.
+UPDATABLE = frozenset({"priority", "max_retries", "wall_time_s", "num_nodes", "ranks_per_node",
+                       "threads_per_rank", "gpus_per_rank", "node_packing_count",
+                       "description", "name"})
+
+
+def _parse(key: str, value: Any) -> list[tuple[str, str, Any]]:
+    if key == "tags":
+        if not isinstance(value, dict):
+            raise TypeError("tags= takes a dict, e.g. tags={'exp': 'sweep1'}")
+        return [(f"tags.{k}", "eq", str(v)) for k, v in value.items()]
+    parts = key.split("__")
+    op = "eq"
+    if len(parts) > 1 and parts[-1] in QUERY_OPS:
+        op = parts.pop()
+    if parts[0] in ("tags", "data"):
+        if len(parts) != 2:
+            raise ValueError(f"filter {key!r}: write {parts[0]}__KEY or {parts[0]}__KEY__OP")
+        return [(f"{parts[0]}.{parts[1]}", op, value)]
+    if len(parts) != 1 or parts[0] not in QUERY_COLUMNS:
+        valid = ", ".join(sorted(QUERY_COLUMNS))
+        raise ValueError(f"unknown task field in filter {key!r}; fields: {valid}, "
+                         "tags, data__KEY")
+    field = parts[0]
+    if op == "in" and isinstance(value, (str, bytes)):
+        raise TypeError(f"filter {key!r} takes a list of values")
+    if field == "state":
+        value = [parse_state(v).value for v in value] if op == "in" else \
+            parse_state(value).value
+    return [(field, op, value)]
+
+
+class TaskQuery:
+    """A lazy selection of tasks in one store."""
+
+    def __init__(self, store: SqlStore, filters: tuple = (), order: tuple[str, ...] = (),
+                 limit: int | None = None) -> None:
+        self.store = store
+        self._filters = filters
+        self._order = order
+        self._limit = limit
+
+    @classmethod
+    def open(cls, db_url: str) -> TaskQuery:
+        """All tasks in the store at ``db_url``."""
+        return cls(open_store(db_url))
+
+    def _with(self, **changes: Any) -> TaskQuery:
+        fields = {"filters": self._filters, "order": self._order, "limit": self._limit,
+                  **changes}
+        return TaskQuery(self.store, **fields)
+
+    def filter(self, **conditions: Any) -> TaskQuery:
+        """Tasks that also match every condition (see the module docstring)."""
+        added: list[tuple[str, str, Any]] = []
+        for key, value in conditions.items():
+            added.extend(_parse(key, value))
+        return self._with(filters=self._filters + tuple(added))
+
+    def order_by(self, *fields: str) -> TaskQuery:
+        """Order by task fields; ``-field`` for descending."""
+        for f in fields:
+            if f.lstrip("-") not in QUERY_COLUMNS:
+                raise ValueError(f"cannot order by {f!r}")
+        return self._with(order=tuple(fields))
+
+    def limit(self, n: int) -> TaskQuery:
+        return self._with(limit=int(n))
+
+    def __getitem__(self, item: slice) -> list[dict[str, Any]]:
+        if not isinstance(item, slice) or item.start not in (None, 0) or item.step:
+            raise TypeError("queries take slices like [:10]")
+        return list(self.limit(item.stop))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.store.query(self._filters, self._order, self._limit))
+
+    def ids(self) -> list[int]:
+        return [row["id"] for row in self]
+
+    def first(self) -> dict[str, Any] | None:
+        rows = self.store.query(self._filters, self._order, 1)
+        return rows[0] if rows else None
+
+    def by_state(self) -> dict[str, int]:
+        """Counts of the matching tasks by state (one GROUP BY)."""
+        return self.store.query_count_by_state(self._filters)
+
+    def count(self) -> int:
+        return sum(self.by_state().values())
+
+    def update(self, *, state: str | TaskState | None = None, **values: Any) -> int:
+        """Change the matching tasks; returns how many changed.
+
+        ``state=`` moves only the tasks allowed to go there (e.g. FAILED to RESTART_READY
+        to run again), each with a history row; other fields: see ``UPDATABLE``.
+        """
+        unknown = set(values) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {', '.join(sorted(unknown))}; updatable: "
+                             f"state, {', '.join(sorted(UPDATABLE))}")
+        if self._limit is not None or self._order:
+            raise ValueError("update() applies to every matching task: drop limit/order_by")
+        target = parse_state(state) if state is not None else None
+        changes = dict(values)
+        if target is not None:
+            changes["state"] = target
+        if not changes:
+            return 0
+        return len(self.store.query_update(self._filters, changes, "updated by a query"))
+
+    def delete(self, *, running: bool = False) -> int:
+        """Delete the matching tasks and their history; RUNNING ones only with running=True
+        (their launchers' results are then dropped)."""
+        if self._limit is not None or self._order:
+            raise ValueError("delete() applies to every matching task: drop limit/order_by")
+        return len(self.store.query_delete(self._filters, running=running))
