@@ -17,7 +17,8 @@ Quoting: every parameter value goes through ``shlex.quote`` before it is put in 
 as Balsam's ``_api/app.py`` does, so a value is always one literal argument.  That holds only
 where a placeholder stands outside quotes, backticks, comments and here-documents; the
 template is rejected elsewhere (inside double quotes ``"$(...)"`` in a value would still run).
-A template that uses the shell itself (pipes, redirections, ``;``, ``$VAR``...) runs under
+A value that the template itself hands to a shell as code (``eval {v}``, ``sh -c {v}``) runs
+as code: that is what such a template asks for.  A template that uses the shell itself (pipes, redirections, ``;``, ``$VAR``...) runs under
 ``/bin/sh -c``; any other runs without a shell.
 """
 
@@ -27,6 +28,7 @@ import dataclasses
 import datetime
 import glob
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -67,8 +69,6 @@ PARAM_TYPES = (str, int, float, PurePath)
 # or None after the last literal.
 _Part = tuple[str, "str | None", str, "str | None"]
 
-
-# -- templates -------------------------------------------------------------------------------
 
 
 def _parse_fields(template: str, what: str) -> tuple[_Part, ...]:
@@ -212,8 +212,6 @@ def _normalize_inputs(inputs: Any) -> tuple[tuple[str | None, str], ...]:
                     f"in the working directory to them, not {type(inputs).__name__}")
 
 
-# -- the application -------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class ShellApp:
@@ -235,13 +233,17 @@ class ShellApp:
             other than None becomes the future's result, raising fails the run (and it is
             retried as ``max_retries`` allows).
         workdir: an absolute path template for the working directory, with the command's
-            fields and ``{id}``, ``{name}`` (the task's), not quoted.  Default:
+            fields and ``{id}``, ``{name}`` (the task's; the name reduced to [A-Za-z0-9_.-]),
+            not quoted; no ``..``.  Default:
             ``<site>/data/<workflow tag or "default">/<name>_<id>``.
         inputs: files copied into the working directory before each run: a list of paths
             or glob patterns (each match keeps its name), or a mapping of names in the
             working directory to a path (a pattern's matches go into that subdirectory).
             Relative paths are taken from the current directory when the app is made.
         link: symlink the inputs instead of copying them.
+        parent_outputs: glob patterns matched in the working directory of each shell task
+            this one depends on (``depends_on=`` or a future passed as a parameter's
+            dependency); every match is copied (or linked) in before the run.
     """
 
     command: str
@@ -253,6 +255,7 @@ class ShellApp:
     workdir: str | None = None
     inputs: Any = None
     link: bool = False
+    parent_outputs: tuple[str, ...] = ()
     _parts: tuple[_Part, ...] = field(init=False, repr=False, compare=False)
     _workdir_parts: tuple[_Part, ...] = field(init=False, repr=False, compare=False)
     _needs_shell: bool = field(init=False, repr=False, compare=False)
@@ -262,8 +265,10 @@ class ShellApp:
             raise TypeError(f"command must be a str, not {type(self.command).__name__}")
         if not self.command.strip():
             raise ValueError("command must be a non-empty str")
-        if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise TypeError("name must be a non-empty str or None")
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"name must be a str or None, not {type(self.name).__name__}")
+        if self.name == "":
+            raise ValueError("name must be a non-empty str or None")
         env = dict(self.env or {})
         for key, value in env.items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
@@ -275,6 +280,12 @@ class ShellApp:
                 raise TypeError(f"{hook} must be a callable")
         if not isinstance(self.link, bool):
             raise TypeError("link must be a bool")
+        if isinstance(self.parent_outputs, str):
+            object.__setattr__(self, "parent_outputs", (self.parent_outputs,))
+        for pattern in self.parent_outputs:
+            if not isinstance(pattern, str) or os.path.isabs(pattern) or ".." in pattern:
+                raise ValueError(f"parent_outputs: {pattern!r} must be a relative glob "
+                                 "pattern such as '*.dat'")
         parts = _parse_fields(self.command, "command")
         needs_shell = _scan_command(parts)
         params = {name for _l, name, _s, _c in parts if name is not None}
@@ -388,16 +399,12 @@ def _tail(path: Path, n: int, block: int = 8192) -> str:
     return "\n".join(lines[-n:])
 
 
-# -- master side -----------------------------------------------------------------------------
-
 
 def shell_call(app: ShellApp, args: tuple, kwargs: dict) -> tuple[Callable[..., Any], tuple]:
     """What ``submit(app, **params)`` stores: the runner and its arguments (validated)."""
     params = app.bind(*args, **kwargs)
     return _run_shell_task, (app, params)
 
-
-# -- worker side -----------------------------------------------------------------------------
 
 
 def _check_workdir(path: Path) -> None:
@@ -465,6 +472,22 @@ def _place_inputs(app: ShellApp, workdir: Path, task_id: int) -> None:
             _place(src, dst, app.link)
 
 
+def _place_parent_outputs(app: ShellApp, workdir: Path, task: _tasks.TaskContext) -> None:
+    """Copy (or link) files matching ``app.parent_outputs`` from the working directories of
+    the shell tasks this one depends on."""
+    if not app.parent_outputs:
+        return
+    parent_dirs = []
+    for blob in task.parent_results.values():
+        result = pickle.loads(blob) if blob is not None else None
+        if isinstance(result, ShellResult):
+            parent_dirs.append(result.workdir)
+    for parent_dir in parent_dirs:
+        for pattern in app.parent_outputs:
+            for src in sorted(glob.glob(str(parent_dir / pattern))):
+                _place(src, workdir / os.path.basename(src), app.link)
+
+
 def _argv(app: ShellApp, rendered: str, env: Mapping[str, str], workdir: Path,
           task_id: int) -> list[str]:
     """The argv to run, after checking that its program exists (no shell) so a missing one
@@ -494,6 +517,7 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
     # Inside the hooks, current_task().workdir says where the run happens.
     _tasks._set_current(dataclasses.replace(task, workdir=str(workdir)))
     _place_inputs(app, workdir, task.id)
+    _place_parent_outputs(app, workdir, task)
     ctx = ShellContext(task.id, task.name, workdir, dict(params))
     if app.preprocess is not None:
         app.preprocess(ctx)
@@ -503,8 +527,9 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
     with open(job_out, "ab") as out:
         argv = _argv(app, rendered, env, workdir, task.id)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        one_line = rendered.replace("\n", "\\n")  # a value's newline must not end the header
         out.write(f"# balsam_futures: task {task.id} started {started} on "
-                  f"{socket.gethostname()}: {rendered}\n".encode(errors="replace"))
+                  f"{socket.gethostname()}: {one_line}\n".encode(errors="replace"))
         out.flush()
         try:
             code = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .apps import ShellApp, shell_call
 from .backends import SqlStore, open_store
 from .errors import LauncherBroken
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
@@ -218,8 +219,6 @@ class BalsamExecutor(_cf.Executor):
     def _submit(self, options: TaskOptions, fn, args, kwargs) -> BalsamFuture:
         with self._shutdown_lock:
             self._check_open()
-        from .apps import ShellApp, shell_call
-
         if isinstance(fn, ShellApp):  # stored as a Python task that runs the command
             name = options.name or fn.default_name
             fn, args = shell_call(fn, args, kwargs)

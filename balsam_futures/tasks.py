@@ -256,6 +256,8 @@ class TaskContext:
     #: its data/), and the store's URL: an executor created inside the task uses both.
     site: str | None = None
     db_url: str | None = None
+    #: Pickled results of the tasks this one depends on, by task id.
+    parent_results: Mapping[int, bytes | None] = field(default_factory=dict)
 
 
 _current: TaskContext | None = None

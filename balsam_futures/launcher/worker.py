@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         if init_error is not None:
             answer = (task_id, False, init_error)
         else:
-            parent_results = context.pop("parent_results", None)
             _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
-            answer = _run_task(loader, task_id, payload, where, parent_results)
+            answer = _run_task(loader, task_id, payload, where,
+                               context.get("parent_results"))
         conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     conn.close()
