@@ -132,6 +132,15 @@ class TaskQuery:
             return 0
         return len(self.store.query_update(self._filters, changes, "updated by a query"))
 
+    def cancel(self) -> int:
+        """Cancel the matching tasks no launcher holds yet; returns how many."""
+        return len(self.store.cancel(self.ids()))
+
+    def kill(self) -> int:
+        """Kill the matching tasks: pending ones are cancelled, running ones stopped by their
+        launchers (KILLED); returns how many were affected."""
+        return len(self.store.kill(self.ids()))
+
     def delete(self, *, running: bool = False) -> int:
         """Delete the matching tasks and their history; RUNNING ones only with running=True
         (their launchers' results are then dropped)."""

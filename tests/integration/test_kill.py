@@ -3,6 +3,7 @@ KILLED with a history entry, and its future raises TaskKilled."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import time
@@ -107,3 +108,22 @@ def test_kill_of_a_finished_task_changes_nothing(make_executor):
     assert fut.kill() is False
     assert ex.kill([fut.task_id]) == []
     assert ex.store.get_tasks([fut.task_id])[0]["state"] == "JOB_FINISHED"
+
+
+def test_cancel_and_kill_by_filter(make_executor, tmp_path):
+    ex = make_executor(max_workers=1)
+    marker = tmp_path / "started"
+    running = ex.options(tags={"batch": "b1"}).submit(started_then_sleep, str(marker))
+    _wait_for(marker)
+    pending = [ex.options(tags={"batch": "b1"}).submit(started_then_sleep, str(tmp_path / f"p{i}"))
+               for i in range(3)]
+    other = ex.options(tags={"batch": "b2"}).submit(os.getpid)
+    assert ex.flush(timeout=10)
+    assert ex.tasks().filter(tags={"batch": "b1"}, state="READY").cancel() == 3
+    assert ex.tasks().filter(tags={"batch": "b1"}).kill() == 1  # only the running one is left
+    with pytest.raises(TaskKilled):
+        running.result(timeout=10)
+    done, _ = concurrent.futures.wait(pending, timeout=10)  # the watcher sees the store
+    assert done == set(pending) and all(f.cancelled() for f in pending)
+    assert other.result(timeout=10) > 0
+    assert ex.tasks().filter(tags={"batch": "b1"}).by_state() == {"CANCELLED": 3, "KILLED": 1}
