@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from processes import alive, wait_for_file
 
 from balsam_futures import TaskKilled
 
@@ -25,30 +26,13 @@ def started_then_sleep(marker, child_pid_file=None):
     return "not killed"
 
 
-def _wait_for(path, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.005)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[1].split()[0] != "Z"
-
-
 def test_future_kill_stops_a_running_task_and_its_children(make_executor, tmp_path):
     ex = make_executor(max_workers=1)
     marker, pid_file = tmp_path / "started", tmp_path / "child.pid"
     fut = ex.submit(started_then_sleep, str(marker), str(pid_file))
-    _wait_for(marker)
+    wait_for_file(marker)
     child = int(pid_file.read_text())
-    assert _alive(child)
+    assert alive(child)
     t0 = time.monotonic()
     assert fut.kill() is True
     with pytest.raises(TaskKilled, match="killed"):
@@ -57,7 +41,7 @@ def test_future_kill_stops_a_running_task_and_its_children(make_executor, tmp_pa
     print(f"\nkilled in {elapsed * 1000:.0f} ms")
     assert elapsed < 2.0
     deadline = time.monotonic() + 5
-    while _alive(child):
+    while alive(child):
         assert time.monotonic() < deadline, "the task's child process survived the kill"
         time.sleep(0.01)
     history = ex.store.history(fut.task_id)
@@ -71,7 +55,7 @@ def test_kill_by_id_and_kill_of_pending_task_cancels_it(make_executor, tmp_path)
     ex = make_executor(max_workers=1)
     marker = tmp_path / "started"
     running = ex.submit(started_then_sleep, str(marker))
-    _wait_for(marker)
+    wait_for_file(marker)
     queued = [ex.submit(started_then_sleep, str(tmp_path / f"q{i}")) for i in range(4)]
     last = queued[-1]
     assert ex.flush(timeout=10)  # stored, so they have ids
@@ -92,7 +76,7 @@ def test_kill_before_the_task_is_stored_withdraws_it(make_executor, tmp_path):
     ex = make_executor(max_workers=1)
     marker = tmp_path / "started"
     running = ex.submit(started_then_sleep, str(marker))
-    _wait_for(marker)
+    wait_for_file(marker)
     fut = ex.submit(started_then_sleep, str(tmp_path / "never"))
     assert fut.kill() is True  # stored or not, it never runs
     assert fut.cancelled()
@@ -114,7 +98,7 @@ def test_cancel_and_kill_by_filter(make_executor, tmp_path):
     ex = make_executor(max_workers=1)
     marker = tmp_path / "started"
     running = ex.options(tags={"batch": "b1"}).submit(started_then_sleep, str(marker))
-    _wait_for(marker)
+    wait_for_file(marker)
     pending = [ex.options(tags={"batch": "b1"}).submit(started_then_sleep, str(tmp_path / f"p{i}"))
                for i in range(3)]
     other = ex.options(tags={"batch": "b2"}).submit(os.getpid)

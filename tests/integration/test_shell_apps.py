@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+from processes import alive
 
 from balsam_futures import (
     ShellApp,
@@ -99,15 +100,6 @@ def _wait_for_content(path, timeout=RESULT_TIMEOUT_S) -> str:
             return text
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.01)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[1].split()[0] != "Z"
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -312,12 +304,12 @@ def test_kill_stops_a_running_shell_task(make_executor, tmp_path):
     pid_file = tmp_path / "pid"
     fut = ex.submit(ShellApp("echo $$ > {pid_file}; exec sleep 30"), pid_file=pid_file)
     pid = int(_wait_for_content(pid_file))
-    assert _alive(pid)
+    assert alive(pid)
     assert fut.kill() is True
     with pytest.raises(TaskKilled):
         fut.result(timeout=10)
     deadline = time.monotonic() + 5
-    while _alive(pid):
+    while alive(pid):
         assert time.monotonic() < deadline, "the shell task's process survived the kill"
         time.sleep(0.01)
 
