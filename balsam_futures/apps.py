@@ -420,6 +420,10 @@ def _task_workdir(app: ShellApp, params: Mapping[str, Any], task: _tasks.TaskCon
                           quote=False))
         _check_workdir(path)
         return path
+    if task.workdir:  # the task's own option (already resolved against the site)
+        path = Path(task.workdir)
+        _check_workdir(path)
+        return path
     site = Path(task.site) if task.site else resolve_site(None)
     workflow = _safe_name(task.tags.get("workflow", "default"))
     return site / "data" / workflow / f"{name}_{task.id}"

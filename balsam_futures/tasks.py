@@ -163,6 +163,12 @@ class TaskOptions:
     timeout: float | None = None
     auto_timeout_retry: bool = True
     priority: int = 0
+    #: Working directory: absolute, or relative to the site's data/ directory; created when
+    #: the task runs.  A Python task runs with it as its current directory; a shell task
+    #: uses it unless its ShellApp names one.  Default: none for Python tasks (they run in
+    #: the launcher's directory, as with ProcessPoolExecutor), data/<workflow>/<name>_<id>
+    #: for shell tasks.
+    workdir: str | None = None
     #: Tasks (futures or ids) that must finish before this one runs.
     depends_on: Sequence[Any] = ()
     #: Run even if a task in ``depends_on`` fails (else this one fails with DependencyError).
@@ -189,6 +195,11 @@ class TaskOptions:
             raise TypeError("depends_on must be a list of futures or task ids")
         object.__setattr__(self, "depends_on", tuple(self.depends_on))
         _check_int("priority", self.priority, -(2**31))
+        if self.workdir is not None:
+            if not isinstance(self.workdir, str) or not self.workdir or "\0" in self.workdir:
+                raise TypeError("workdir must be a non-empty path string")
+            if ".." in self.workdir.split("/"):
+                raise ValueError(f"workdir must not contain '..': {self.workdir!r}")
         if self.timeout is not None:
             if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
                 raise TypeError("timeout must be a number of seconds or None")
@@ -266,6 +277,13 @@ _current: TaskContext | None = None
 def _set_current(context: TaskContext | None) -> None:
     global _current
     _current = context
+
+
+def resolve_workdir(workdir: str, site: str | None) -> str:
+    """A task's working directory as a path: relative ones live under <site>/data."""
+    if workdir.startswith("/") or site is None:
+        return workdir
+    return f"{site.rstrip('/')}/data/{workdir}"
 
 
 def current_task() -> TaskContext | None:

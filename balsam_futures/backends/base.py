@@ -398,6 +398,7 @@ class SqlStore:
                     "auto_timeout_retry": o.auto_timeout_retry,
                     "priority": o.priority,
                     "kill_requested": False,
+                    "workdir": o.workdir,
                     "created_at": now,
                     "updated_at": now,
                 }

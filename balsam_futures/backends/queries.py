@@ -60,7 +60,7 @@ def write_meta():
 
 
 #: Columns a new task leaves at NULL (filled when it runs); not sent at all on insert.
-_UNSET_AT_CREATION = {"workdir", "launcher_id", "result", "error", "return_code"}
+_UNSET_AT_CREATION = {"launcher_id", "result", "error", "return_code"}
 
 
 def insert_tasks():

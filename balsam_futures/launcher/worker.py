@@ -40,17 +40,23 @@ def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
 
 
 def _run_task(loader: CallLoader, task_id: int, payload: bytes, where: str,
-              parent_results: dict | None = None) -> tuple:
+              parent_results: dict | None = None, workdir: str | None = None) -> tuple:
+    home = os.getcwd()
     try:
         fn, args, kwargs = loader.load(payload)
         if parent_results:
             args, kwargs = fill_parent_results(args, kwargs, parent_results)
+        if workdir is not None:
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
+            os.chdir(workdir)
         value = fn(*args, **kwargs)
         return (task_id, True, dump_result(value))
     except BaseException as exc:  # noqa: BLE001 - a task's SystemExit is its own failure
         return (task_id, False, dump_exception(exc, f"Task {task_id} {where}"))
     finally:
         _tasks._set_current(None)
+        if workdir is not None:
+            os.chdir(home)  # the next task starts where the worker started
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,8 +78,11 @@ def main(argv: list[str] | None = None) -> None:
         if init_error is not None:
             answer = (task_id, False, init_error)
         else:
+            if context.get("workdir"):
+                context["workdir"] = _tasks.resolve_workdir(context["workdir"],
+                                                            context.get("site"))
             _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
             answer = _run_task(loader, task_id, payload, where,
-                               context.get("parent_results"))
+                               context.get("parent_results"), context.get("workdir"))
         conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     conn.close()
