@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 #: start on the first chunk while the next one is written.
 MAP_BATCH = 10_000
 
+#: How long shutdown() waits for queued submissions to be stored before giving up (only an
+#: unavailable store takes more than milliseconds).
+SHUTDOWN_FLUSH_TIMEOUT = 60.0
+
 _live_executors: weakref.WeakSet[BalsamExecutor] = weakref.WeakSet()
 _global_shutdown = False
 
@@ -327,6 +331,12 @@ class BalsamExecutor(_cf.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
             self._shutdown = True
+        # Whatever wait says, what was submitted gets stored now: a process that exits right
+        # after shutdown(wait=False) must not lose tasks still queued for the writer.
+        if not self._submitter.flush(timeout=SHUTDOWN_FLUSH_TIMEOUT):
+            log.error("shutdown: %d submitted task(s) could not be stored within %g s "
+                      "(the store is unavailable); they are lost if this process exits",
+                      len(self._submitter.queue), SHUTDOWN_FLUSH_TIMEOUT)
         if cancel_futures:
             self.cancel_pending()
         if wait:

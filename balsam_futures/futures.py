@@ -104,7 +104,9 @@ class Registry:
     """The futures of one executor by task id, shared by the executor and its watcher."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Re-entrant: registering a future that is already done runs its callbacks, which
+        # take this lock again.
+        self.lock = threading.RLock()
         self.futures: dict[int, BalsamFuture] = {}
         self.changed = threading.Condition(self.lock)
 

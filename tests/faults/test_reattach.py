@@ -62,3 +62,29 @@ def test_master_killed_with_sigkill_then_attached(tmp_path):
           f"finished={counts.get('JOB_FINISHED', 0)} lost={n - len(results)}")
     assert results == list(range(n))
     assert counts == {"JOB_FINISHED": n}
+
+
+SUBMIT_AND_EXIT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {here!r})
+    import faultload
+    from balsam_futures import BalsamExecutor
+    ex = BalsamExecutor(site={site!r}, launcher=False)
+    for i in range({n}):
+        ex.submit(faultload.identity, i)
+    # no shutdown, no flush: the interpreter's exit must still store every task
+""")
+
+
+def test_a_master_that_exits_right_after_submitting_loses_nothing(tmp_path):
+    site, n = tmp_path / "site", 2000
+    subprocess.run([sys.executable, "-c", SUBMIT_AND_EXIT.format(here=str(HERE), site=str(site),
+                                                                 n=n)], check=True, timeout=60)
+    sys.path.insert(0, str(HERE))
+    try:
+        with BalsamExecutor(max_workers=2, site=site) as ex:
+            assert ex.store.count_by_state() == {"READY": n}
+            futs = ex.attach(ex.tasks().ids())
+            assert sorted(f.result(timeout=60) for f in futs) == list(range(n))
+    finally:
+        sys.path.remove(str(HERE))
