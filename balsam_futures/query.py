@@ -64,9 +64,14 @@ class TaskQuery:
         self._limit = limit
 
     @classmethod
-    def open(cls, db_url: str) -> TaskQuery:
-        """All tasks in the store at ``db_url``."""
-        return cls(open_store(db_url))
+    def open(cls, db_url: str | None = None, site: str | None = None) -> TaskQuery:
+        """All tasks in a store: ``db_url``, else ``$BALSAM_FUTURES_DB_URL``, else the site's
+        embedded database (``site``, ``$BALSAM_FUTURES_SITE`` or ./.balsam_futures)."""
+        from . import config
+        from .sitedir import open_site
+
+        url = db_url or config.setting("DB_URL") or open_site(site).db_url
+        return cls(open_store(url))
 
     def _with(self, **changes: Any) -> TaskQuery:
         fields = {"filters": self._filters, "order": self._order, "limit": self._limit,
@@ -147,3 +152,26 @@ class TaskQuery:
         if self._limit is not None or self._order:
             raise ValueError("delete() applies to every matching task: drop limit/order_by")
         return len(self.store.query_delete(self._filters, running=running))
+
+
+def coerce_update(fields: dict[str, str]) -> dict[str, Any]:
+    """Turn FIELD=VALUE strings (from the command line) into typed update() arguments."""
+    ints = {"priority", "max_retries", "num_nodes", "ranks_per_node", "threads_per_rank",
+            "gpus_per_rank", "node_packing_count"}
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "state":
+            out[key] = parse_state(value)
+        elif key in ints:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise ValueError(f"{key} must be an integer, not {value!r}") from None
+        elif key == "wall_time_s":
+            out[key] = float(value)
+        elif key in UPDATABLE:
+            out[key] = value
+        else:
+            raise ValueError(f"cannot modify {key!r}; fields: state, "
+                             f"{', '.join(sorted(UPDATABLE))}")
+    return out
