@@ -1,0 +1,256 @@
+"""How a store talks to its database: statements compiled once and run on each thread's own
+DBAPI connection, with the hooks a dialect module overrides.
+
+The hot paths (submit, claim, record, read events) skip SQLAlchemy's per-execution work and
+run the compiled text directly on a DBAPI cursor: measured on SQLite, one submit took 310 us
+through ``engine.begin()`` + Core and 52 us this way.  The statements themselves are still
+built by the named functions in ``queries.py`` and compiled by the engine's own dialect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import StoreError, StoreUnavailable
+from . import queries as q
+
+#: Rows per statement in bulk writes.  Larger batches mean fewer round trips but longer write
+#: locks; SQLite holds its one writer lock for the whole batch.
+BULK_CHUNK = 5000
+
+
+class RawStatement:
+    """A statement from ``queries.py`` compiled once for one dialect, run on a DBAPI cursor.
+
+    The hot paths (submit, claim, record, read events) skip SQLAlchemy's per-execution work
+    and run the compiled text directly: measured on SQLite, one submit took 310 us through
+    ``engine.begin()`` + Core and 52 us this way.  The statements themselves are still built by
+    the named functions in ``queries.py``, and compiled by the engine's own dialect.
+    """
+
+    def __init__(self, stmt: Any, dialect: Any) -> None:
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)
+        self.order = list(compiled.positiontup) if dialect.positional else None
+        # The type conversions SQLAlchemy would apply (JSON to text, JSON paths, booleans).
+        # ``_bind_processors`` is the compiled statement's own table of them (stable since 1.4).
+        self.processors = dict(compiled._bind_processors)
+
+    def params(self, values: dict[str, Any], processed: frozenset[str] = frozenset()) -> Any:
+        """Bind values in the driver's form; keys in ``processed`` are converted already."""
+        merged = {**self.defaults, **values}
+        for key, process in self.processors.items():
+            if key in merged and merged[key] is not None and key not in processed:
+                merged[key] = process(merged[key])
+        if self.order is None:
+            return merged
+        return [merged[k] for k in self.order]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _blob(value: Any) -> bytes | None:
+    # psycopg2 returns bytea as memoryview; everything above the store sees bytes.
+    return None if value is None else bytes(value)
+
+
+_ENCODED = frozenset({"tags", "data"})
+
+
+class Connections:
+    """Per-thread DBAPI connections, compiled statements and the dialect hooks."""
+
+    def __init__(self, engine: Engine, *, display_url: str) -> None:
+        self.engine = engine
+        self.display_url = display_url
+        self._compiled: dict[tuple, RawStatement] = {}
+        self._local = threading.local()
+        self._raw_lock = threading.Lock()
+        self._raw_conns: list[Any] = []
+        self._dbapi_error = engine.dialect.dbapi.Error
+
+    # -- connections -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except (sa_exc.OperationalError, self._dbapi_error) as exc:
+            raise StoreUnavailable(
+                f"task store {self.display_url} is unavailable: {_first_line(exc)}"
+            ) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"task store {self.display_url}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (dialects override to take the write lock up front)."""
+        with self._translate(), self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._translate(), self.engine.connect() as conn:
+            yield conn
+
+    def _stmt(self, name: str, *args: Any) -> RawStatement:
+        key = (name, args)
+        raw = self._compiled.get(key)
+        if raw is None:
+            stmt = getattr(q, name)(*args)
+            raw = self._compiled[key] = RawStatement(stmt, self.engine.dialect)
+        return raw
+
+    def _dbapi_connection(self) -> Any:
+        """This thread's own DBAPI connection, kept open for the life of the store."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.engine.raw_connection()
+            with self._raw_lock:
+                self._raw_conns.append(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection after an error; the next call opens a new one."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._raw_lock:
+                if conn in self._raw_conns:
+                    self._raw_conns.remove(conn)
+            try:
+                conn.invalidate()  # the pool's way to close a connection known to be broken
+            except Exception:
+                pass
+
+    @contextlib.contextmanager
+    def _raw_write(self) -> Iterator[Any]:
+        """A write transaction on this thread's DBAPI connection, yielding a cursor."""
+        try:
+            conn = self._dbapi_connection()
+            cur = conn.cursor()
+            self._raw_begin(cur)
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        except (self._dbapi_error, sa_exc.DBAPIError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
+                                   f"{_first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _raw_read(self) -> Iterator[Any]:
+        try:
+            conn = self._dbapi_connection()
+            cur = conn.cursor()
+            self._raw_begin(cur, write=False)
+            try:
+                yield cur
+            finally:
+                conn.rollback()
+        except (self._dbapi_error, sa_exc.DBAPIError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
+                                   f"{_first_line(exc)}") from exc
+
+    def _raw_begin(self, cur: Any, write: bool = True) -> None:
+        """Start a transaction (DBAPI drivers that begin implicitly need nothing)."""
+
+    def _exec(self, cur: Any, name: str, values: dict[str, Any], *args: Any) -> Any:
+        raw = self._stmt(name, *args)
+        cur.execute(raw.sql, raw.params(values))
+        return cur
+
+    def _exec_many(self, cur: Any, name: str, rows: Sequence[dict[str, Any]], *args,
+                   processed: frozenset[str] = frozenset()) -> int:
+        if not rows:
+            return 0
+        raw = self._stmt(name, *args)
+        cur.executemany(raw.sql, [raw.params(r, processed) for r in rows])
+        return cur.rowcount
+
+    def _exec_once(self, cur: Any, stmt: Any, values: dict[str, Any]) -> Any:
+        """Run a statement compiled for this call only (IN lists of varying length)."""
+        raw = RawStatement(stmt, self.engine.dialect)
+        cur.execute(raw.sql, raw.params(values))
+        return cur
+
+    def _insert_history(self, cur: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert history rows; every state change of every task goes through here."""
+        if rows:
+            self._before_history(cur)
+            self._exec_many(cur, "insert_history", rows)
+
+    def _before_history(self, cur: Any) -> None:
+        """Dialect hook, run in the transaction before history rows are inserted."""
+
+    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]]) -> None:
+        """Insert new task rows, each given as (fields shared with other rows, its own)."""
+        self._exec_many(cur, "insert_tasks", [{**common, **own} for common, own in rows],
+                        processed=_ENCODED)
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Dialect hook: serialize schema creation between processes opening a new store."""
+
+    def _after_create(self, cur: Any) -> None:
+        """Dialect hook, run in the transaction that inserted new tasks."""
+
+    def _announce_claimable(self, cur: Any) -> None:
+        """Dialect hook: tasks became claimable again (retries, requeues) in this
+        transaction; launchers waiting for work should look."""
+
+    def notify_fd(self) -> int | None:
+        """A file descriptor that becomes readable when the store changes, if the backend
+        has one (PostgreSQL LISTEN); pollers then sleep on it instead of polling."""
+        return None
+
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int]:
+        """Write outcomes; returns the ids of the rows actually updated.
+
+        One statement per outcome, so each row count says whether this launcher still held
+        that task (an executemany only reports the total, which cannot tell which).
+        """
+        raw = self._stmt("finish_running")
+        written = set()
+        for p in params:
+            cur.execute(raw.sql, raw.params(p))
+            if cur.rowcount == 1:
+                written.add(p["b_id"])
+        return written
+
+    def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
+        """Reserve ``n`` task ids inside the current write transaction (dialect-specific)."""
+        raise NotImplementedError
+
+    def _decode_json(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    def changed(self) -> bool:
+        """Whether anything may have changed since the last call (cheap; for pollers)."""
+        return True
+
+    def close(self) -> None:
+        with self._raw_lock:
+            for conn in self._raw_conns:
+                try:
+                    conn.close()
+                except Exception:  # closing a connection from another thread may fail
+                    pass
+            self._raw_conns.clear()
+        self._local = threading.local()
+        self.engine.dispose()
+

@@ -1,0 +1,64 @@
+"""Releasing tasks that wait for others (AWAITING_PARENTS), in the store's transactions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..tasks import TaskState
+from . import queries as q
+
+_PARENT_FAILED = frozenset(s.value for s in (TaskState.FAILED, TaskState.KILLED,
+                                             TaskState.CANCELLED))
+_PARENT_ENDED = _PARENT_FAILED | {TaskState.JOB_FINISHED.value}
+
+
+class Dependencies:
+    """Mixed into SqlStore: runs inside its write transactions (``cur``)."""
+
+
+    def _release_children_of(self, cur: Any, parent_ids: list[int], now: float) -> None:
+        if parent_ids:
+            children = [r[0] for r in self._exec_once(cur, q.select_children_of(parent_ids), {})]
+            if children:
+                self._release(cur, children, now)
+
+    def _release(self, cur: Any, child_ids: list[int], now: float) -> None:
+        """Move children whose parents have all ended out of AWAITING_PARENTS: to READY, or
+        to FAILED (with a DependencyError naming the parent) when a parent did not finish
+        and the child does not allow that.  Failures cascade to grandchildren."""
+        from ..errors import DependencyError
+        from ..serialization import dump_exception
+
+        while child_ids:
+            edges: dict[int, list[tuple]] = {}
+            for row in self._exec_once(cur, q.select_parents_of(child_ids), {}).fetchall():
+                edges.setdefault(row[0], []).append(row)
+            moves, failed = [], []
+            for child, rows in edges.items():
+                if rows[0][1] != TaskState.AWAITING_PARENTS.value:
+                    continue
+                allow = bool(rows[0][2])
+                bad = [(r[3], r[4]) for r in rows if r[4] in _PARENT_FAILED]
+                if bad and not allow:
+                    parent, state = bad[0]
+                    err = DependencyError(f"task {child} did not run: the task it depends on, "
+                                          f"{parent}, ended {state}", task_id=child,
+                                          parent_id=parent)
+                    moves.append((child, TaskState.FAILED,
+                                  dump_exception(err, f"Task {child} (dependency check)"),
+                                  f"parent {parent} ended {state}"))
+                    failed.append(child)
+                elif all(r[4] in _PARENT_ENDED for r in rows):
+                    moves.append((child, TaskState.READY, None, "parents finished"))
+            if not moves:
+                return
+            self._exec_many(cur, "release_child", [
+                {"b_id": c, "b_state": st.value, "b_error": err, "b_now": now}
+                for c, st, err, _m in moves])
+            self._insert_history(cur, [
+                {"task_id": c, "from_state": TaskState.AWAITING_PARENTS.value,
+                 "to_state": st.value, "at": now, "message": m} for c, st, _e, m in moves])
+            if any(st is TaskState.READY for _c, st, _e, _m in moves):
+                self._announce_claimable(cur)
+            child_ids = ([r[0] for r in self._exec_once(cur, q.select_children_of(failed), {})]
+                         if failed else [])

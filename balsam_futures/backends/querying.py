@@ -1,0 +1,71 @@
+"""The store side of ``balsam_futures.query``: select, count, update, delete by filters."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..tasks import CLAIMABLE, FINAL, TaskState, sources
+from . import queries as q
+from .connection import BULK_CHUNK, _blob
+
+
+class TaskQueries:
+    """Mixed into SqlStore."""
+
+
+    def query(self, filters: tuple, order: tuple[str, ...] = (), limit: int | None = None
+              ) -> list[dict[str, Any]]:
+        """Task rows (without payloads) matching ``filters``: (field, op, value) triples."""
+        with self._raw_read() as cur:
+            cur = self._exec_once(cur, q.query_select(filters, order, limit), {})
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        for row in rows:
+            row["tags"] = self._decode_json(row["tags"])
+            row["data"] = self._decode_json(row["data"])
+            for key in ("result", "error"):
+                row[key] = _blob(row[key])
+        return rows
+
+    def query_count_by_state(self, filters: tuple) -> dict[str, int]:
+        with self._raw_read() as cur:
+            return dict(self._exec_once(cur, q.query_count_by_state(filters), {}).fetchall())
+
+    def query_update(self, filters: tuple, values: dict[str, Any], message: str) -> list[int]:
+        """Update the matching tasks; a new ``state`` applies only to tasks allowed to move
+        to it (see TRANSITIONS), with a history row each.  Returns the ids changed."""
+        now = time.time()
+        values = dict(values)
+        state = values.pop("state", None)
+        with self._raw_write() as cur:
+            allowed = sources(state) if state is not None else None
+            rows = self._exec_once(cur, q.query_lock_ids(filters, allowed), {}).fetchall()
+            ids = [r[0] for r in rows]
+            if ids and state is not None:
+                values["state"] = state.value
+                if state is TaskState.RESTART_READY:
+                    values["launcher_id"] = None
+            if ids and values:
+                for start in range(0, len(ids), BULK_CHUNK):
+                    self._exec_once(cur, q.query_update(ids[start:start + BULK_CHUNK], values),
+                                    {"now": now})
+            if ids and state is not None:
+                self._insert_history(cur, [
+                    {"task_id": r[0], "from_state": r[1], "to_state": state.value, "at": now,
+                     "message": message} for r in rows])
+                if state in CLAIMABLE:
+                    self._announce_claimable(cur)
+                if state in FINAL:
+                    self._release_children_of(cur, ids, now)
+        return ids
+
+    def query_delete(self, filters: tuple, *, running: bool = False) -> list[int]:
+        """Delete the matching tasks with their history (RUNNING ones only if ``running``)."""
+        states = None if running else [s for s in TaskState if s is not TaskState.RUNNING]
+        with self._raw_write() as cur:
+            ids = [r[0] for r in
+                   self._exec_once(cur, q.query_lock_ids(filters, states), {}).fetchall()]
+            for start in range(0, len(ids), BULK_CHUNK):
+                self._exec_once(cur, q.delete_tasks(ids[start:start + BULK_CHUNK]), {})
+        return ids
