@@ -236,6 +236,13 @@ class BalsamExecutor(_cf.Executor):
                    kwargs: dict, name: str) -> TaskSpec:
         """Build one TaskSpec: futures among the arguments become dependencies whose results
         take their place when the task runs; ``options.depends_on`` adds more."""
+        if self._launcher is not None and options.resources.num_nodes > 1:
+            # The executor's own launcher runs single-node tasks: such a task would wait
+            # forever (and shutdown with it).  Say so now instead.
+            raise ValueError(
+                f"num_nodes={options.resources.num_nodes}: this executor's local launcher "
+                "runs single-node tasks; create it with launcher=False and run launchers "
+                "in an allocation with enough nodes")
         args, kwargs, parents = swap_futures(args, kwargs, _is_future, _dependency_id)
         parents.extend(_dependency_id(d) for d in options.depends_on)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,

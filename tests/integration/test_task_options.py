@@ -41,3 +41,12 @@ def test_workdir_option_is_checked():
         TaskOptions(workdir="../escape")
     with pytest.raises(TypeError, match="workdir"):
         TaskOptions(workdir=3)
+
+
+def test_multi_node_task_on_the_local_launcher_is_refused_at_submit(make_executor):
+    from balsam_futures import Resources
+
+    ex = make_executor(max_workers=1)
+    with pytest.raises(ValueError, match="num_nodes=2.*launcher=False"):
+        ex.options(resources=Resources(num_nodes=2)).submit(os.getpid)
+    assert ex.store.count_by_state() == {}
