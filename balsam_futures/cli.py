@@ -48,7 +48,9 @@ def main() -> None:
               help="Stop after this many seconds with nothing to run.")
 @click.option("--lease", type=click.FloatRange(min=1), default=None,
               help="Seconds without a heartbeat after which this launcher's tasks are requeued.")
-def launcher(site, db_url, workers, tags, idle_timeout, lease) -> None:
+@click.option("--gpus", type=click.IntRange(min=0), default=None,
+              help="GPUs to share among the workers, none shared (default: detected).")
+def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus) -> None:
     """Start a launcher here: claim tasks from the store and run them until stopped."""
     from .launcher.pilot import LauncherConfig, run_launcher
     from .sitedir import open_site
@@ -57,7 +59,8 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease) -> None:
         the_site = open_site(site)
         cfg = LauncherConfig(num_workers=workers or os.cpu_count() or 1,
                              tags=_parse_tags(tags), idle_timeout=idle_timeout,
-                             lease_seconds=lease, site=str(the_site.path))
+                             lease_seconds=lease, site=str(the_site.path),
+                             gpu_ids=None if gpus is None else tuple(map(str, range(gpus))))
         count = run_launcher(db_url or the_site.db_url, cfg)
     except BalsamFuturesError as exc:
         _fail(exc)

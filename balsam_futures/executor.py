@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures as _cf
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,10 @@ from .apps import ShellApp, shell_call
 from .backends import SqlStore, open_store
 from .errors import LauncherBroken
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
+from .launcher.nodes import discover_nodes
 from .launcher.pilot import LauncherConfig
 from .launcher.process import LauncherProcess, worker_python_path
-from .launcher.workers import pack_initializer
+from .launcher.workers import pack_initializer, split_gpus
 from .query import TaskQuery
 from .serialization import dump_call, dump_callable, swap_futures
 from .sitedir import Site, open_site
@@ -100,6 +101,10 @@ class BalsamExecutor(_cf.Executor):
             launcher``, a batch job).  An executor created inside a task joins that task's
             store and launchers, and the tasks it submits record the task as their parent.
         options: default per-task options (tags, retries, timeout...); see :meth:`options`.
+        gpus: GPUs the local launcher shares among its workers, none shared (each worker
+            sees only its own through CUDA_VISIBLE_DEVICES / ZE_AFFINITY_MASK): a count or
+            a list of ids.  Default: this machine's, detected.  Tasks asking for GPUs go to
+            workers that have them.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class BalsamExecutor(_cf.Executor):
         db_url: str | None = None,
         launcher: bool | None = None,
         options: TaskOptions | None = None,
+        gpus: int | Sequence[str] | None = None,
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -156,7 +162,7 @@ class BalsamExecutor(_cf.Executor):
         self._registry = Registry()
         self._launcher: LauncherProcess | None = None
         if launcher:
-            self._launcher = self._start_launcher(init_blob, max_tasks_per_child)
+            self._launcher = self._start_launcher(init_blob, max_tasks_per_child, gpus)
         self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
                                 owner=self, launcher=self._launcher)
         self._submitter = Submitter(self._store, self._registry, on_written=self._watcher.wake)
@@ -165,9 +171,19 @@ class BalsamExecutor(_cf.Executor):
         self._finisher: threading.Thread | None = None
         _live_executors.add(self)
 
-    def _start_launcher(self, init_blob, max_tasks_per_child) -> LauncherProcess:
+    def _start_launcher(self, init_blob, max_tasks_per_child, gpus) -> LauncherProcess:
         from .backends import LauncherInfo
 
+        if gpus is None:
+            gpu_ids = discover_nodes(name="local")[0].gpus
+        elif isinstance(gpus, int) and not isinstance(gpus, bool):
+            if gpus < 0:
+                raise ValueError(f"gpus must be >= 0, got {gpus}")
+            gpu_ids = tuple(str(i) for i in range(gpus))
+        else:
+            gpu_ids = tuple(str(g) for g in gpus)
+        self._max_gpus = max((len(g) for g in split_gpus(gpu_ids, self._max_workers)),
+                             default=0)
         site = self._site or open_site(None)
         cfg = LauncherConfig(
             num_workers=self._max_workers,
@@ -175,6 +191,7 @@ class BalsamExecutor(_cf.Executor):
             max_tasks_per_child=max_tasks_per_child,
             worker_env={"PYTHONPATH": worker_python_path()},
             site=str(site.path),
+            gpu_ids=gpu_ids,
         )
         # Register the launcher here, so this executor knows its id; the child heartbeats it.
         import socket
@@ -236,13 +253,22 @@ class BalsamExecutor(_cf.Executor):
                    kwargs: dict, name: str) -> TaskSpec:
         """Build one TaskSpec: futures among the arguments become dependencies whose results
         take their place when the task runs; ``options.depends_on`` adds more."""
-        if self._launcher is not None and options.resources.num_nodes > 1:
-            # The executor's own launcher runs single-node tasks: such a task would wait
-            # forever (and shutdown with it).  Say so now instead.
-            raise ValueError(
-                f"num_nodes={options.resources.num_nodes}: this executor's local launcher "
-                "runs single-node tasks; create it with launcher=False and run launchers "
-                "in an allocation with enough nodes")
+        if self._launcher is not None:
+            # The executor's own launcher runs single-node tasks on workers with at most
+            # _max_gpus GPUs each: a task needing more would wait forever (and shutdown with
+            # it).  Say so now instead.
+            r = options.resources
+            if r.num_nodes > 1:
+                raise ValueError(
+                    f"num_nodes={r.num_nodes}: this executor's local launcher runs "
+                    "single-node tasks; create it with launcher=False and run launchers in "
+                    "an allocation with enough nodes")
+            if r.gpus_per_node > self._max_gpus:
+                raise ValueError(
+                    f"the task needs {r.gpus_per_node} GPU(s) (ranks_per_node x "
+                    f"gpus_per_rank) but each worker of this executor's launcher has "
+                    f"{self._max_gpus}; pass gpus= or fewer max_workers, or run the task "
+                    "under a launcher on GPU nodes (launcher=False)")
         args, kwargs, parents = swap_futures(args, kwargs, _is_future, _dependency_id)
         parents.extend(_dependency_id(d) for d in options.depends_on)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,

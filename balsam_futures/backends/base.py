@@ -202,11 +202,11 @@ class SqlStore(Connections, Dependencies, TaskQueries):
         return ids
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, max_nodes, tags,
-                    now: float) -> list[tuple]:
+                    now: float, max_gpus: int | None = None) -> list[tuple]:
         """Move up to ``limit`` claimable tasks to RUNNING; returns their CLAIM_COLUMNS rows
         (with the state they left) in claim order."""
         rows = self._exec(cur, "select_claimable", {"limit": limit},
-                          max_nodes, tuple(sorted((tags or {}).items()))).fetchall()
+                          max_nodes, tuple(sorted((tags or {}).items())), max_gpus).fetchall()
         if rows:
             self._exec_many(cur, "mark_claimed", [
                 {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
@@ -214,9 +214,11 @@ class SqlStore(Connections, Dependencies, TaskQueries):
         return rows
 
     def claim(self, launcher_id: int, limit: int, *, max_nodes: int | None = None,
-              tags: dict[str, str] | None = None) -> list[ClaimedTask]:
+              tags: dict[str, str] | None = None,
+              max_gpus: int | None = None) -> list[ClaimedTask]:
         """Atomically move up to ``limit`` claimable tasks to RUNNING under ``launcher_id``."""
-        return self.record_and_claim(launcher_id, (), limit, max_nodes=max_nodes, tags=tags)
+        return self.record_and_claim(launcher_id, (), limit, max_nodes=max_nodes, tags=tags,
+                                     max_gpus=max_gpus)
 
     def record_outcomes(self, launcher_id: int, outcomes: Sequence[TaskOutcome]) -> int:
         """Write results of runs held by ``launcher_id`` in one transaction; returns how many
@@ -232,7 +234,8 @@ class SqlStore(Connections, Dependencies, TaskQueries):
 
     def record_and_claim(self, launcher_id: int, outcomes: Sequence[TaskOutcome], limit: int,
                          *, max_nodes: int | None = None,
-                         tags: dict[str, str] | None = None) -> list[ClaimedTask]:
+                         tags: dict[str, str] | None = None,
+                         max_gpus: int | None = None) -> list[ClaimedTask]:
         """Record outcomes and claim up to ``limit`` tasks, in one transaction.
 
         A launcher's steady state is "some tasks ended, claim as many": one commit for both.
@@ -243,7 +246,7 @@ class SqlStore(Connections, Dependencies, TaskQueries):
         with self._raw_write() as cur:
             if outcomes:
                 self._record(cur, launcher_id, outcomes, now)
-            rows = self._claim_rows(cur, launcher_id, limit, max_nodes, tags, now) \
+            rows = self._claim_rows(cur, launcher_id, limit, max_nodes, tags, now, max_gpus) \
                 if limit > 0 else []
             if rows:
                 self._insert_history(cur, [

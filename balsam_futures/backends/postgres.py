@@ -132,10 +132,10 @@ class PostgresStore(SqlStore):
         self._exec(cur, "pg_notify_tasks", {})
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, max_nodes, tags,
-                    now: float) -> list[tuple]:
+                    now: float, max_gpus: int | None = None) -> list[tuple]:
         # One statement instead of a SELECT and an UPDATE per row.
         rows = self._exec(cur, "pg_claim", {"limit": limit, "lid": launcher_id, "now": now},
-                          max_nodes, tuple(sorted((tags or {}).items()))).fetchall()
+                          max_nodes, tuple(sorted((tags or {}).items())), max_gpus).fetchall()
         # RETURNING gives no order: restore claim order (priority, then id).
         rows.sort(key=lambda r: (-r[-1], r[0]))
         return [r[:-1] for r in rows]

@@ -81,13 +81,17 @@ def insert_dependencies():
     return insert(dependencies)
 
 
-def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = ()) -> Select:
-    """The first :limit claimable tasks in claim order that fit ``max_nodes`` and ``tags``."""
+def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
+                     max_gpus: int | None = None) -> Select:
+    """The first :limit claimable tasks in claim order that fit ``max_nodes`` nodes,
+    ``max_gpus`` GPUs per node, and carry ``tags``."""
     # SKIP LOCKED (PostgreSQL): concurrent claimers pass over each other's rows instead of
     # queueing behind them; SQLite has one writer and ignores it.
     stmt = select(*CLAIM_COLUMNS).where(_in_states(CLAIMABLE)).with_for_update(skip_locked=True)
     if max_nodes is not None:
         stmt = stmt.where(tasks.c.num_nodes <= max_nodes)
+    if max_gpus is not None:
+        stmt = stmt.where(tasks.c.ranks_per_node * tasks.c.gpus_per_rank <= max_gpus)
     for key, value in tags:
         stmt = stmt.where(tasks.c.tags[key].as_string() == value)
     return stmt.order_by(tasks.c.priority.desc(), tasks.c.id).limit(_p("limit"))
@@ -327,11 +331,12 @@ def pg_next_task_ids():
                 "SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n), announce")
 
 
-def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = ()):
+def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
+             max_gpus: int | None = None):
     """PostgreSQL: claim in one statement: the rows ``select_claimable`` would pick, locked
     with SKIP LOCKED, moved to RUNNING under :lid; returns CLAIM_COLUMNS (with the state left
     behind) and the priority, for ordering."""
-    picked = select_claimable(max_nodes, tags).with_only_columns(
+    picked = select_claimable(max_nodes, tags, max_gpus).with_only_columns(
         tasks.c.id, tasks.c.state.label("old_state")).subquery("picked")
     columns = [picked.c.old_state if c is tasks.c.state else c for c in CLAIM_COLUMNS]
     return (

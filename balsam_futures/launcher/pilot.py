@@ -79,6 +79,8 @@ class LauncherConfig:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     lease_seconds: float | None = None
     site: str | None = None  # where task working directories go (<site>/data)
+    #: GPU ids this launcher hands out to its workers (None: detect this node's).
+    gpu_ids: tuple[str, ...] | None = None
 
 
 class Pilot:
@@ -114,6 +116,13 @@ class Pilot:
 
     # -- main --------------------------------------------------------------------------------
 
+    def _gpu_ids(self) -> tuple[str, ...]:
+        if self.cfg.gpu_ids is not None:
+            return tuple(self.cfg.gpu_ids)
+        from .nodes import discover_nodes
+
+        return discover_nodes(name="local")[0].gpus
+
     def run(self) -> int:
         """Run until stopped; returns the number of tasks finished."""
         store = open_store(self.db_url, listen="tasks")
@@ -123,12 +132,14 @@ class Pilot:
                 socket.gethostname(), os.getpid(),
                 {"workers": self.cfg.num_workers, "tags": dict(self.cfg.tags)}))
         self.launcher_id = lid
-        log.info("launcher %d started with %d workers on %s", lid, self.cfg.num_workers,
-                 store.display_url)
         pool = WorkerPool(self.cfg.num_workers, launcher_id=lid, init_blob=self.cfg.init_blob,
                           max_tasks_per_child=self.cfg.max_tasks_per_child,
                           env={**os.environ, **self.cfg.worker_env},
-                          context={"site": self.cfg.site, "db_url": self.db_url})
+                          context={"site": self.cfg.site, "db_url": self.db_url},
+                          gpu_ids=self._gpu_ids())
+        self._max_gpus = pool.max_gpus
+        log.info("launcher %d started with %d workers (GPUs per worker: %s) on %s", lid,
+                 self.cfg.num_workers, [len(g) for g in pool.slot_gpus], store.display_url)
         store_thread = threading.Thread(target=self._store_loop, args=(store, lid),
                                         name="balsam-futures-store", daemon=True)
         try:
@@ -221,7 +232,7 @@ class Pilot:
                 want = room if room > 0 and more else 0
                 if outcomes or want:
                     claimed = store.record_and_claim(lid, outcomes, want, max_nodes=1,
-                                                     tags=tags)
+                                                     tags=tags, max_gpus=self._max_gpus)
                     self.finished += len(outcomes)
                     now = time.monotonic()
                     if outcomes and now > rate_since:

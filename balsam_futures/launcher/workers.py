@@ -41,9 +41,18 @@ _WORKER_CODE = "from balsam_futures.launcher.worker import main; main()"
 class _Worker:
     proc: subprocess.Popen
     conn: Connection
+    slot: int  # its place in the pool: the GPUs and environment of that slot
     queue: deque[ClaimedTask] = field(default_factory=deque)
     started_at: float = 0.0  # monotonic time the task at the head of ``queue`` began
     done: int = 0
+
+
+def split_gpus(gpu_ids: Sequence[str], num_workers: int) -> list[tuple[str, ...]]:
+    """Share GPU ids among worker slots: as many whole GPUs each as go round, none shared;
+    slots beyond the GPUs get none."""
+    ids = list(gpu_ids)
+    per = max(1, len(ids) // num_workers) if ids else 0
+    return [tuple(ids[i * per:(i + 1) * per]) for i in range(num_workers)]
 
 
 def outcome_for(task: ClaimedTask, run_state: TaskState, *, result: bytes | None = None,
@@ -61,13 +70,17 @@ class WorkerPool:
     def __init__(self, num_workers: int, *, launcher_id: int, init_blob: bytes | None = None,
                  max_tasks_per_child: int | None = None,
                  env: Mapping[str, str] | None = None,
-                 context: Mapping[str, Any] | None = None) -> None:
+                 context: Mapping[str, Any] | None = None,
+                 gpu_ids: Sequence[str] = ()) -> None:
         self.num_workers = num_workers
         self.launcher_id = launcher_id
         self.init_blob = init_blob
         self.max_tasks_per_child = max_tasks_per_child
         self.env = dict(os.environ if env is None else env)
         self.context = dict(context or {})  # sent with every task (site, store URL)
+        self.slot_gpus = split_gpus(gpu_ids, num_workers)
+        #: The most GPUs one worker holds: tasks needing more never run here.
+        self.max_gpus = max((len(g) for g in self.slot_gpus), default=0)
         self.workers: list[_Worker] = []
         self.host = socket.gethostname()
         # One selector for the pool's life: building one per wait (as
@@ -81,15 +94,32 @@ class WorkerPool:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        for _ in range(self.num_workers):
-            self.workers.append(self._spawn())
+        for slot in range(self.num_workers):
+            self.workers.append(self._spawn(slot))
 
-    def _spawn(self) -> _Worker:
+    def _slot_env(self, slot: int) -> dict[str, str]:
+        env = dict(self.env)
+        gpus = self.slot_gpus[slot]
+        if self.max_gpus:
+            # Each worker sees only its own GPUs, so a task started there uses those: one
+            # model per GPU.  Set for every vendor (CUDA, oneAPI Level Zero; ROCm when the
+            # node uses it, since HIP indexes into what ROCR exposes).
+            ids = ",".join(gpus)
+            env["CUDA_VISIBLE_DEVICES"] = ids
+            env["ZE_AFFINITY_MASK"] = ids
+            if "ROCR_VISIBLE_DEVICES" in self.env:
+                env["ROCR_VISIBLE_DEVICES"] = ids
+        # Cores shared evenly unless the user chose: N workers x all cores oversubscribes.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.num_workers)))
+        return env
+
+    def _spawn(self, slot: int) -> _Worker:
         head_sock, worker_sock = socket.socketpair()
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE, str(worker_sock.fileno())],
-                pass_fds=(worker_sock.fileno(),), env=self.env, stdin=subprocess.DEVNULL,
+                pass_fds=(worker_sock.fileno(),), env=self._slot_env(slot),
+                stdin=subprocess.DEVNULL,
                 # Its own process group, so a time-out kills whatever the task started too.
                 start_new_session=True,
             )
@@ -98,7 +128,7 @@ class WorkerPool:
         conn = Connection(head_sock.detach())
         conn.send_bytes(pickle.dumps(("init", self.launcher_id, self.init_blob)))
         log.debug("started worker pid %d", proc.pid)
-        worker = _Worker(proc, conn)
+        worker = _Worker(proc, conn, slot)
         self._sel.register(conn.fileno(), selectors.EVENT_READ, worker)
         return worker
 
@@ -141,7 +171,7 @@ class WorkerPool:
             w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._kill(w)
-        self.workers[self.workers.index(w)] = self._spawn()
+        self.workers[self.workers.index(w)] = self._spawn(w.slot)
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -151,6 +181,16 @@ class WorkerPool:
         if self.max_tasks_per_child is not None and w.done >= self.max_tasks_per_child:
             return 0
         return 1
+
+    def _pick(self, task: ClaimedTask) -> _Worker | None:
+        """A free worker for ``task``: one with enough GPUs if it needs any, else preferably
+        one without, keeping GPU workers for GPU tasks."""
+        need = task.ranks_per_node * task.gpus_per_rank
+        free = [w for w in self.workers if self._room(w) > 0
+                and len(self.slot_gpus[w.slot]) >= need]
+        if not free:
+            return None
+        return min(free, key=lambda w: len(self.slot_gpus[w.slot]))
 
     def capacity(self) -> int:
         """How many more tasks the pool accepts now."""
@@ -163,15 +203,14 @@ class WorkerPool:
         return sum(1 for w in self.workers if w.queue)
 
     def dispatch(self, tasks: Sequence[ClaimedTask]) -> list[ClaimedTask]:
-        """Send tasks to workers; returns those no worker had room for."""
-        left = list(tasks)
-        left.reverse()
-        while left:
-            task = left[-1]
-            w = next((w for w in self.workers if self._room(w) > 0), None)
+        """Send tasks to free workers that suit them; returns the others, in order (a GPU
+        task waiting for a GPU worker does not hold back the CPU tasks behind it)."""
+        left = []
+        for task in tasks:
+            w = self._pick(task)
             if w is None:
-                break
-            left.pop()
+                left.append(task)
+                continue
             if not w.queue:
                 w.started_at = time.monotonic()
             w.queue.append(task)
@@ -187,7 +226,6 @@ class WorkerPool:
                                                protocol=pickle.HIGHEST_PROTOCOL))
             except OSError:
                 pass  # the worker died; collect() reports it and hands its queue back
-        left.reverse()
         return left
 
     # -- results -----------------------------------------------------------------------------
@@ -294,7 +332,7 @@ class WorkerPool:
         """Put a new worker in the place of dead ``w``; tasks it still held go back."""
         handback.extend(w.queue)
         w.queue.clear()
-        self.workers[self.workers.index(w)] = self._spawn()
+        self.workers[self.workers.index(w)] = self._spawn(w.slot)
 
 
 def pack_initializer(initializer, initargs) -> bytes | None:

@@ -1,0 +1,55 @@
+"""One model per GPU: each worker of the local launcher sees only its own GPUs.
+
+No GPU is needed: the launcher is given virtual GPU ids, and tasks report what they see.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from balsam_futures import Resources
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def seen_gpus(rendezvous, expected):
+    """Wait (bounded) until ``expected`` tasks run at once, then report this one's GPUs."""
+    open(os.path.join(rendezvous, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 20
+    while len(os.listdir(rendezvous)) < expected:
+        assert time.monotonic() < deadline, "tasks did not run concurrently"
+        time.sleep(0.005)
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("ZE_AFFINITY_MASK")
+
+
+def test_concurrent_gpu_tasks_see_exactly_their_own_ids(make_executor, tmp_path):
+    ex = make_executor(max_workers=4, gpus=4)
+    gpu = ex.options(resources=Resources(gpus_per_rank=1))
+    futs = [gpu.submit(seen_gpus, str(tmp_path), 4) for _ in range(4)]
+    seen = [f.result(timeout=30) for f in futs]
+    assert sorted(cuda for cuda, _ in seen) == ["0", "1", "2", "3"]  # none shared
+    assert all(cuda == ze for cuda, ze in seen)
+
+
+def test_gpu_tasks_go_to_gpu_workers_and_cpu_tasks_to_the_others(make_executor, tmp_path):
+    ex = make_executor(max_workers=4, gpus=2)  # slots 0,1 have a GPU each; 2,3 have none
+    gpu = ex.options(resources=Resources(gpus_per_rank=1))
+    gpu_dir, cpu_dir = tmp_path / "gpu", tmp_path / "cpu"
+    gpu_dir.mkdir()
+    cpu_dir.mkdir()
+    gpu_futs = [gpu.submit(seen_gpus, str(gpu_dir), 2) for _ in range(2)]
+    cpu_futs = [ex.submit(seen_gpus, str(cpu_dir), 2) for _ in range(2)]
+    assert sorted(f.result(timeout=30)[0] for f in gpu_futs) == ["0", "1"]
+    assert [f.result(timeout=30)[0] for f in cpu_futs] == ["", ""]
+
+
+def test_a_task_needing_more_gpus_than_a_worker_has_is_refused_at_submit(make_executor):
+    ex = make_executor(max_workers=2, gpus=2)
+    with pytest.raises(ValueError, match="needs 2 GPU"):
+        ex.options(resources=Resources(gpus_per_rank=2)).submit(os.getpid)
+    no_gpu = make_executor(max_workers=1, gpus=0)
+    with pytest.raises(ValueError, match="needs 1 GPU"):
+        no_gpu.options(resources=Resources(gpus_per_rank=1)).submit(os.getpid)
