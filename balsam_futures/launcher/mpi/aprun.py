@@ -19,7 +19,6 @@ from .base import (
     RankLayout,
     check_command,
     check_env,
-    default_python,
     gpu_affinity_prefix,
 )
 
@@ -37,9 +36,7 @@ def node_id(host: str) -> str:
 class AprunLauncher(MpiLauncher):
     name = "aprun"
 
-    def __init__(self, executable: str = "aprun", python: str | None = None):
-        self.executable = executable
-        self.python = python or default_python()
+    default_executable = "aprun"
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

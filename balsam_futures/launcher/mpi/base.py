@@ -88,6 +88,13 @@ class MpiLauncher(ABC):
     """Builds the command line that starts one MPI task; subclasses only build argv."""
 
     name: str = ""
+    #: the program run by default (a site may give a full path instead)
+    default_executable: str = ""
+
+    def __init__(self, executable: str | None = None, python: str | None = None) -> None:
+        self.executable = executable or self.default_executable
+        # The interpreter that runs the GPU affinity wrapper in front of each rank.
+        self.python = python or default_python()
 
     @abstractmethod
     def argv(self, layout: RankLayout, command: Sequence[str],

@@ -22,8 +22,7 @@ from .base import MpiLauncher, RankLayout, check_command, check_env
 class FluxLauncher(MpiLauncher):
     name = "flux"
 
-    def __init__(self, executable: str = "flux"):
-        self.executable = executable
+    default_executable = "flux"
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

@@ -17,7 +17,6 @@ from .base import (
     RankLayout,
     check_command,
     check_env,
-    default_python,
     gpu_affinity_prefix,
 )
 
@@ -25,9 +24,7 @@ from .base import (
 class MpichLauncher(MpiLauncher):
     name = "mpich"
 
-    def __init__(self, executable: str = "mpiexec", python: str | None = None):
-        self.executable = executable
-        self.python = python or default_python()
+    default_executable = "mpiexec"
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

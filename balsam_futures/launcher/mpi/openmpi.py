@@ -20,7 +20,6 @@ from .base import (
     RankLayout,
     check_command,
     check_env,
-    default_python,
     gpu_affinity_prefix,
 )
 
@@ -28,9 +27,7 @@ from .base import (
 class OpenMpiLauncher(MpiLauncher):
     name = "openmpi"
 
-    def __init__(self, executable: str = "mpirun", python: str | None = None):
-        self.executable = executable
-        self.python = python or default_python()
+    default_executable = "mpirun"
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

@@ -27,7 +27,6 @@ from .base import (
     RankLayout,
     check_command,
     check_env,
-    default_python,
     gpu_affinity_prefix,
 )
 
@@ -35,10 +34,11 @@ from .base import (
 class PalsLauncher(MpiLauncher):
     name = "pals"
 
-    def __init__(self, executable: str = "mpiexec", python: str | None = None,
+    default_executable = "mpiexec"
+
+    def __init__(self, executable: str | None = None, python: str | None = None,
                  reverse_gpu_order: bool = True):
-        self.executable = executable
-        self.python = python or default_python()
+        super().__init__(executable, python)
         self.reverse_gpu_order = reverse_gpu_order
 
     def argv(self, layout: RankLayout, command: Sequence[str],

@@ -17,8 +17,7 @@ from .base import MpiLauncher, RankLayout, check_command, check_env
 class SrunLauncher(MpiLauncher):
     name = "srun"
 
-    def __init__(self, executable: str = "srun"):
-        self.executable = executable
+    default_executable = "srun"
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

@@ -95,11 +95,13 @@ class NodeList(ABC):
 
     #: the registry key, equal to the module's file name
     name: ClassVar[str]
+    #: variables the batch system sets in every job; any one of them present means "here"
+    job_variables: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    @abstractmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         """Whether ``environ`` is the environment of a job of this batch system."""
+        return any(environ.get(v) for v in cls.job_variables)
 
     @classmethod
     @abstractmethod

@@ -31,9 +31,7 @@ class CobaltNodes(NodeList):
 
     name = "cobalt"
 
-    @classmethod
-    def detect(cls, environ: Mapping[str, str]) -> bool:
-        return bool(environ.get("COBALT_JOBID"))
+    job_variables = ("COBALT_JOBID",)
 
     @classmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,

@@ -29,9 +29,7 @@ class FluxNodes(NodeList):
 
     name = "flux"
 
-    @classmethod
-    def detect(cls, environ: Mapping[str, str]) -> bool:
-        return bool(environ.get("FLUX_URI") or environ.get("FLUX_JOB_ID"))
+    job_variables = ("FLUX_URI", "FLUX_JOB_ID")
 
     @classmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,

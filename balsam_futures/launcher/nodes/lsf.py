@@ -39,9 +39,7 @@ class LSFNodes(NodeList):
 
     name = "lsf"
 
-    @classmethod
-    def detect(cls, environ: Mapping[str, str]) -> bool:
-        return bool(environ.get("LSB_JOBID"))
+    job_variables = ("LSB_JOBID",)
 
     @classmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,

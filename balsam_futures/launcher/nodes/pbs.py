@@ -30,9 +30,7 @@ class PBSNodes(NodeList):
 
     name = "pbs"
 
-    @classmethod
-    def detect(cls, environ: Mapping[str, str]) -> bool:
-        return bool(environ.get("PBS_JOBID"))
+    job_variables = ("PBS_JOBID",)
 
     @classmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,

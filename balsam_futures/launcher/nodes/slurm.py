@@ -31,9 +31,7 @@ class SlurmNodes(NodeList):
 
     name = "slurm"
 
-    @classmethod
-    def detect(cls, environ: Mapping[str, str]) -> bool:
-        return bool(environ.get("SLURM_JOB_ID"))
+    job_variables = ("SLURM_JOB_ID",)
 
     @classmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,
