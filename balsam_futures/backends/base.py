@@ -102,15 +102,16 @@ class SqlStore(Connections, Dependencies, TaskQueries):
 
     dialect_name = "generic"
 
-    def __init__(self, engine: Engine, *, display_url: str) -> None:
+    def __init__(self, engine: Engine, *, display_url: str, upgrade: bool = False) -> None:
         super().__init__(engine, display_url=display_url)
-        self._check_schema()
-
+        self._check_schema(upgrade=upgrade)
 
     # -- schema ------------------------------------------------------------------------------
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, upgrade: bool = False) -> None:
         from sqlalchemy import inspect
+
+        from .schema import metadata
 
         with self._write() as conn:
             self._lock_schema(conn)
@@ -121,27 +122,34 @@ class SqlStore(Connections, Dependencies, TaskQueries):
                         f"{self.display_url} holds other tables ({', '.join(sorted(names)[:5])}) "
                         "and is not a balsam_futures store; point the site or db_url elsewhere"
                     )
-                for _name, step in STEPS:
-                    step(conn)
+                # A new store is created from the current schema in one go.
+                metadata.create_all(conn)
                 conn.execute(q.write_meta(), [
                     {"key": "app", "value": APP_NAME},
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                 ])
                 return
             found = dict(conn.execute(q.read_meta()).all())
-        if found.get("app") != APP_NAME:
-            raise SchemaMismatch(f"{self.display_url} is not a balsam_futures store")
-        version = int(found.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"{self.display_url} has schema version {version}, newer than this "
-                f"balsam_futures understands ({SCHEMA_VERSION}); upgrade balsam_futures"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"{self.display_url} has schema version {version}, older than this "
-                f"balsam_futures ({SCHEMA_VERSION}); run `balsam-futures db upgrade`"
-            )
+            if found.get("app") != APP_NAME:
+                raise SchemaMismatch(f"{self.display_url} is not a balsam_futures store")
+            version = int(found.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                raise SchemaMismatch(
+                    f"{self.display_url} has schema version {version}, newer than this "
+                    f"balsam_futures understands ({SCHEMA_VERSION}); upgrade balsam_futures"
+                )
+            if version < SCHEMA_VERSION:
+                if not upgrade:
+                    raise SchemaMismatch(
+                        f"{self.display_url} has schema version {version}, older than this "
+                        f"balsam_futures ({SCHEMA_VERSION}); run `balsam-futures db upgrade`"
+                    )
+                for name, step in STEPS[version:]:
+                    log.info("upgrading %s: %s", self.display_url, name)
+                    step(conn)
+                conn.execute(q.update_meta(), {"b_key": "schema_version",
+                                               "b_value": str(SCHEMA_VERSION)})
+        self.schema_version = SCHEMA_VERSION
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ def redact(url: str) -> str:
 class PostgresStore(SqlStore):
     dialect_name = "postgresql"
 
-    def __init__(self, url: str, listen: str = "all") -> None:
+    def __init__(self, url: str, listen: str = "all", upgrade: bool = False) -> None:
         try:
             import psycopg2  # noqa: F401
         except ImportError:
@@ -60,7 +60,7 @@ class PostgresStore(SqlStore):
         # Each thread keeps its own connection for the store's life, so a pool adds nothing;
         # NullPool also means no pool limit on the number of threads.
         engine = create_engine(sa_url, poolclass=NullPool)
-        super().__init__(engine, display_url=redact(url))
+        super().__init__(engine, display_url=redact(url), upgrade=upgrade)
         self._listen_lock = threading.Lock()
         self._listen: Any = None
         # A launcher only cares about claimable work, and must not wake on the state changes

@@ -59,6 +59,11 @@ def write_meta():
     return insert(meta)
 
 
+def update_meta():
+    """Set meta row :b_key to :b_value."""
+    return update(meta).where(meta.c.key == _p("b_key")).values(value=_p("b_value"))
+
+
 #: Columns a new task leaves at NULL (filled when it runs); not sent at all on insert.
 _UNSET_AT_CREATION = {"launcher_id", "result", "error", "return_code"}
 

@@ -121,5 +121,55 @@ launchers = Table(
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     Column("info", JSON, nullable=False),
+    Column("batch_job_id", Integer),  # the batch job it runs in, if any (version 2)
     sqlite_autoincrement=True,
 )
+
+# -- schema version 2 -------------------------------------------------------------------------
+
+runs = Table(
+    "bf_runs",
+    metadata,
+    # The execution profile: one row per run of a task (where and when it ran).  Written with
+    # the run's outcome, in the same transaction; utilization and throughput are read from it.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("bf_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("launcher_id", Integer, nullable=False),
+    Column("hosts", JSON, nullable=False),  # node names, one per node the run held
+    Column("gpus", JSON, nullable=False),  # GPU ids it held on each of those nodes
+    Column("num_nodes", Integer, nullable=False),
+    Column("cores", Integer, nullable=False),  # cores held per node
+    Column("node_share", Float, nullable=False),  # fraction of each node held (1/packing)
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False),
+    Column("state", String(20), nullable=False),  # the state the run ended in
+    sqlite_autoincrement=True,
+)
+Index("ix_bf_runs_task", runs.c.task_id)
+Index("ix_bf_runs_ended", runs.c.ended_at)
+
+batch_jobs = Table(
+    "bf_batch_jobs",
+    metadata,
+    # Launcher jobs submitted to a batch scheduler (Balsam's BatchJob).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scheduler", String(16), nullable=False),  # local, slurm, pbs, cobalt, lsf, flux
+    Column("scheduler_id", String(64)),  # the scheduler's own job id, once submitted
+    Column("project", String(128), nullable=False, default=""),
+    Column("queue", String(128), nullable=False, default=""),
+    Column("num_nodes", Integer, nullable=False),
+    Column("wall_time_min", Integer, nullable=False),
+    Column("job_mode", String(16), nullable=False),  # serial or mpi
+    Column("filter_tags", JSON, nullable=False),  # the launcher serves only these tags
+    Column("options", JSON, nullable=False),  # template extras (pre-run commands...)
+    Column("state", String(24), nullable=False),
+    Column("status_info", JSON, nullable=False),  # what the scheduler last said
+    Column("error", Text, nullable=False, default=""),  # the scheduler's words on a failure
+    Column("script_path", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    sqlite_autoincrement=True,
+)
+Index("ix_bf_batch_jobs_state", batch_jobs.c.state)

@@ -50,7 +50,7 @@ def _on_begin(conn: Connection) -> None:
 class SqliteStore(SqlStore):
     dialect_name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, upgrade: bool = False) -> None:
         self.path = Path(path)
         new = not self.path.exists()
         if new:
@@ -66,7 +66,7 @@ class SqliteStore(SqlStore):
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "begin", _on_begin)
         try:
-            super().__init__(engine, display_url=str(self.path))
+            super().__init__(engine, display_url=str(self.path), upgrade=upgrade)
         except SchemaMismatch:
             engine.dispose()
             raise

@@ -21,10 +21,11 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from balsam_futures.backends import LauncherInfo, SqlStore, TaskOutcome, open_store
 from balsam_futures.backends import queries as q
+from balsam_futures.backends.migrations import SCHEMA_VERSION
 from balsam_futures.backends.schema import meta
 from balsam_futures.errors import SchemaMismatch
 from balsam_futures.tasks import (
@@ -685,6 +686,29 @@ class TestChangedAndReopen:
         store.close()
         with pytest.raises(SchemaMismatch, match="older"):
             make_store()
+
+    def test_version_1_store_is_refused_then_upgraded_keeping_its_tasks(self, make_store):
+        store = make_store()
+        ids = add(store, 2)
+        url = store.engine.url.render_as_string(hide_password=False)
+        with store.engine.begin() as conn:  # make it look like a version-1 store
+            conn.execute(text("DROP TABLE bf_runs"))
+            conn.execute(text("DROP TABLE bf_batch_jobs"))
+            conn.execute(text("ALTER TABLE bf_launchers DROP COLUMN batch_job_id"))
+            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value="1"))
+        store.close()
+        with pytest.raises(SchemaMismatch, match="db upgrade"):
+            make_store()
+        upgraded = open_store(url, upgrade=True)
+        assert upgraded.schema_version == SCHEMA_VERSION
+        upgraded.close()
+        again = open_store(url, upgrade=True)  # nothing left to do
+        again.close()
+        reopened = make_store()
+        assert [r["id"] for r in reopened.get_tasks(ids)] == ids
+        with reopened.engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM bf_runs")).scalar() == 0
+            assert conn.execute(text("SELECT count(*) FROM bf_batch_jobs")).scalar() == 0
 
     def test_other_app_is_refused(self, make_store):
         store = make_store()

@@ -532,7 +532,7 @@ def test_tasks_without_launcher_wait_for_a_separate_launcher(make_executor, site
     except ImportError as exc:
         pytest.skip(f"balsam_futures.cli cannot be imported, so no separate launcher: {exc}")
 
-    # ``python -m balsam_futures`` is the ``balsam-futures`` command (cli.py has no __main__
+    # ``python -m balsam_futures`` is the ``balsam-futures`` command (the cli package has no __main__
     # block, so ``python -m balsam_futures.cli`` would exit at once without running anything).
     launcher = subprocess.Popen(
         [sys.executable, "-m", "balsam_futures", "launcher", "--site", str(site_dir),

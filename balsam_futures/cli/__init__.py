@@ -1,0 +1,11 @@
+"""The ``balsam-futures`` command: thin over the library, one clear line per user mistake.
+
+One module per group of commands; each registers its commands on ``main``.
+"""
+
+from __future__ import annotations
+
+from . import db, launcher, site, tasks  # noqa: F401  (they register their commands)
+from .main import main
+
+__all__ = ["main"]

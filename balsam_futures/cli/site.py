@@ -1,0 +1,43 @@
+"""Site commands: init, env."""
+
+from __future__ import annotations
+
+import click
+
+from .. import config
+from ._common import (
+    BalsamFuturesError,
+    fail,
+)
+from .main import main
+
+
+@main.command("env")
+@click.argument("site", type=click.Path(file_okay=False), required=False)
+def env_cmd(site) -> None:
+    """Print the shell line that points balsam-futures at a site:
+    eval "$(balsam-futures env DIR)"."""
+    import shlex
+
+    from ..sitedir import open_site
+
+    try:
+        path = open_site(site).path
+    except BalsamFuturesError as exc:
+        fail(exc)
+    click.echo(f"export {config.env_name('SITE')}={shlex.quote(str(path))}")
+
+
+@main.command("init")
+@click.argument("site", type=click.Path(file_okay=False), required=False)
+def init_cmd(site) -> None:
+    """Create a site (database, data/, logs/) and say how to use it."""
+    from ..query import TaskQuery
+    from ..sitedir import open_site
+
+    try:
+        path = open_site(site).path
+        TaskQuery.open(site=str(path)).store.close()  # creates the database
+    except BalsamFuturesError as exc:
+        fail(exc)
+    click.echo(f"site ready: {path}\nuse it with: eval \"$(balsam-futures env {path})\"")
