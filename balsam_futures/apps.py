@@ -530,6 +530,11 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
     job_out = workdir / JOB_OUT
     with open(job_out, "ab") as out:
         argv = _argv(app, rendered, env, workdir, task.id)
+        if task.mpi:
+            # Started on every rank of its placement by the launcher's MPI launcher.
+            from .launcher.mpi_task import command_argv
+
+            argv, env = command_argv(task, argv, env)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         one_line = rendered.replace("\n", "\\n")  # a value's newline must not end the header
         out.write(f"# balsam_futures: task {task.id} started {started} on "

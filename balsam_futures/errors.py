@@ -67,6 +67,27 @@ class TaskKilled(TaskFailed):
     """The task was killed at run time on request."""
 
 
+class MpiLaunchError(TaskFailed):
+    """An MPI task's launcher (``mpiexec``, ``srun``...) failed before any rank reported:
+    the launcher is missing, or it exited non-zero with no rank raising.  ``output_tail`` holds
+    the last lines it printed."""
+
+    def __init__(self, message: str, *, task_id: int | None = None, returncode: int | None = None,
+                 output_tail: str = "") -> None:
+        super().__init__(message, task_id=task_id)
+        self.returncode = returncode
+        self.output_tail = output_tail
+
+    def __reduce__(self):
+        return (_rebuild_mpi_launch_error, (str(self), self.task_id, self.returncode,
+                                            self.output_tail))
+
+
+def _rebuild_mpi_launch_error(message, task_id, returncode, output_tail):
+    return MpiLaunchError(message, task_id=task_id, returncode=returncode,
+                          output_tail=output_tail)
+
+
 class TaskCancelled(CancelledError, BalsamFuturesError):
     """The task was cancelled in the store before any launcher ran it."""
 

@@ -31,10 +31,11 @@ from .apps import ShellApp, shell_call
 from .backends import SqlStore, open_store
 from .errors import LauncherBroken
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
-from .launcher.nodes import discover_nodes
+from .launcher.nodes import NodeSpec, discover_nodes
 from .launcher.pilot import LauncherConfig
 from .launcher.process import LauncherProcess, worker_python_path
-from .launcher.workers import pack_initializer, split_gpus
+from .launcher.resources import NodePool
+from .launcher.workers import pack_initializer
 from .query import TaskQuery
 from .serialization import dump_call, dump_callable, swap_futures
 from .sitedir import Site, open_site
@@ -101,10 +102,14 @@ class BalsamExecutor(_cf.Executor):
             launcher``, a batch job).  An executor created inside a task joins that task's
             store and launchers, and the tasks it submits record the task as their parent.
         options: default per-task options (tags, retries, timeout...); see :meth:`options`.
-        gpus: GPUs the local launcher shares among its workers, none shared (each worker
-            sees only its own through CUDA_VISIBLE_DEVICES / ZE_AFFINITY_MASK): a count or
-            a list of ids.  Default: this machine's, detected.  Tasks asking for GPUs go to
-            workers that have them.
+        gpus: GPUs the local launcher gives its tasks, none shared (each task sees only
+            its own through CUDA_VISIBLE_DEVICES / ZE_AFFINITY_MASK): a count or a list of
+            ids.  Default: this machine's, detected.  The local launcher is one node with
+            ``max_workers`` cores and these GPUs; tasks are packed onto it by their
+            ``Resources``.
+        mpi_launcher: how the local launcher starts tasks of several ranks: ``mpich``
+            (hydra ``mpiexec``, the default; ``pip install mpich`` provides it), ``openmpi``,
+            ``srun``, ``aprun``, ``pals`` or ``flux``.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class BalsamExecutor(_cf.Executor):
         launcher: bool | None = None,
         options: TaskOptions | None = None,
         gpus: int | Sequence[str] | None = None,
+        mpi_launcher: str | None = None,
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -134,6 +140,10 @@ class BalsamExecutor(_cf.Executor):
                 raise ValueError("max_tasks_per_child must be >= 1")
         if options is not None and not isinstance(options, TaskOptions):
             raise TypeError("options must be a balsam_futures.TaskOptions")
+        if mpi_launcher is not None:
+            from .launcher.mpi import launcher_class
+
+            launcher_class(mpi_launcher)  # an unknown name fails here, listing the valid ones
         self._max_workers = max_workers
         self._options = options or TaskOptions()
         init_blob = pack_initializer(initializer, initargs) if initializer else None
@@ -162,7 +172,8 @@ class BalsamExecutor(_cf.Executor):
         self._registry = Registry()
         self._launcher: LauncherProcess | None = None
         if launcher:
-            self._launcher = self._start_launcher(init_blob, max_tasks_per_child, gpus)
+            self._launcher = self._start_launcher(init_blob, max_tasks_per_child, gpus,
+                                                  mpi_launcher)
         self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
                                 owner=self, launcher=self._launcher)
         self._submitter = Submitter(self._store, self._registry, on_written=self._watcher.wake)
@@ -171,7 +182,8 @@ class BalsamExecutor(_cf.Executor):
         self._finisher: threading.Thread | None = None
         _live_executors.add(self)
 
-    def _start_launcher(self, init_blob, max_tasks_per_child, gpus) -> LauncherProcess:
+    def _start_launcher(self, init_blob, max_tasks_per_child, gpus,
+                        mpi_launcher) -> LauncherProcess:
         from .backends import LauncherInfo
 
         if gpus is None:
@@ -182,8 +194,8 @@ class BalsamExecutor(_cf.Executor):
             gpu_ids = tuple(str(i) for i in range(gpus))
         else:
             gpu_ids = tuple(str(g) for g in gpus)
-        self._max_gpus = max((len(g) for g in split_gpus(gpu_ids, self._max_workers)),
-                             default=0)
+        node = NodeSpec("localhost", self._max_workers, gpu_ids)
+        self._local_nodes = NodePool([node])
         site = self._site or open_site(None)
         cfg = LauncherConfig(
             num_workers=self._max_workers,
@@ -192,13 +204,16 @@ class BalsamExecutor(_cf.Executor):
             worker_env={"PYTHONPATH": worker_python_path()},
             site=str(site.path),
             gpu_ids=gpu_ids,
+            mpi_launcher=mpi_launcher,
         )
         # Register the launcher here, so this executor knows its id; the child heartbeats it.
         import socket
 
         cfg.launcher_id = self._store.register_launcher(LauncherInfo(
             socket.gethostname(), os.getpid(),
-            {"workers": self._max_workers, "started_by": "executor"}))
+            {"workers": self._max_workers, "started_by": "executor", "job_mode": "serial",
+             "nodes": [{"hostname": node.hostname, "cores": node.cores,
+                        "gpus": list(node.gpus)}]}))
         log_file = site.logs_dir / f"launcher-{cfg.launcher_id}.log"
         return LauncherProcess(self._db_url, cfg, log_file)
 
@@ -254,21 +269,16 @@ class BalsamExecutor(_cf.Executor):
         """Build one TaskSpec: futures among the arguments become dependencies whose results
         take their place when the task runs; ``options.depends_on`` adds more."""
         if self._launcher is not None:
-            # The executor's own launcher runs single-node tasks on workers with at most
-            # _max_gpus GPUs each: a task needing more would wait forever (and shutdown with
-            # it).  Say so now instead.
-            r = options.resources
-            if r.num_nodes > 1:
+            # A task the executor's own launcher can never run would wait forever (and
+            # shutdown with it).  Say so now instead.
+            reason = self._local_nodes.never_fits(options.resources)
+            if reason is not None:
                 raise ValueError(
-                    f"num_nodes={r.num_nodes}: this executor's local launcher runs "
-                    "single-node tasks; create it with launcher=False and run launchers in "
-                    "an allocation with enough nodes")
-            if r.gpus_per_node > self._max_gpus:
-                raise ValueError(
-                    f"the task needs {r.gpus_per_node} GPU(s) (ranks_per_node x "
-                    f"gpus_per_rank) but each worker of this executor's launcher has "
-                    f"{self._max_gpus}; pass gpus= or fewer max_workers, or run the task "
-                    "under a launcher on GPU nodes (launcher=False)")
+                    f"this executor's local launcher cannot run the task: {reason} (one node "
+                    f"with max_workers={self._max_workers} cores and "
+                    f"{self._local_nodes.total_gpus} GPU(s)); pass more max_workers or gpus=, "
+                    "or create it with launcher=False and run launchers in an allocation "
+                    "with enough nodes")
         args, kwargs, parents = swap_futures(args, kwargs, _is_future, _dependency_id)
         parents.extend(_dependency_id(d) for d in options.depends_on)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,

@@ -117,21 +117,23 @@ class Resources:
 
     A task takes ``num_nodes`` nodes and, on each, ``ranks_per_node * threads_per_rank`` cores
     and ``ranks_per_node * gpus_per_rank`` GPUs.  ``node_packing_count`` is how many such tasks
-    may share one node (Balsam's field of the same name).
+    may share one node (Balsam's field of the same name); 0, the default, sets no such limit:
+    tasks share a node as long as its cores and GPUs go round (one task per worker, as with
+    ProcessPoolExecutor).  A task of several nodes takes its nodes whole.
     """
 
     num_nodes: int = 1
     ranks_per_node: int = 1
     threads_per_rank: int = 1
     gpus_per_rank: int = 0
-    node_packing_count: int = 1
+    node_packing_count: int = 0
 
     def __post_init__(self) -> None:
         _check_int("num_nodes", self.num_nodes, 1)
         _check_int("ranks_per_node", self.ranks_per_node, 1)
         _check_int("threads_per_rank", self.threads_per_rank, 1)
         _check_int("gpus_per_rank", self.gpus_per_rank, 0)
-        _check_int("node_packing_count", self.node_packing_count, 1)
+        _check_int("node_packing_count", self.node_packing_count, 0)
 
     @property
     def cores_per_node(self) -> int:
@@ -269,6 +271,15 @@ class TaskContext:
     db_url: str | None = None
     #: Pickled results of the tasks this one depends on, by task id.
     parent_results: Mapping[int, bytes | None] = field(default_factory=dict)
+    #: Where the launcher placed the run: host names (as the MPI launcher knows them) and the
+    #: GPU ids given on each, with the task's resources.
+    hosts: tuple[str, ...] = ()
+    gpu_ids: tuple[tuple[str, ...], ...] = ()
+    resources: Resources = field(default_factory=lambda: Resources())
+    #: The MPI launcher of this launcher (mpich, openmpi, srun, aprun, pals, flux), and
+    #: whether this run is started through it (several ranks, or the launcher's mpi mode).
+    mpi_launcher: str | None = None
+    mpi: bool = False
 
 
 _current: TaskContext | None = None

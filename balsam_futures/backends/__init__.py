@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ClaimedTask, LauncherInfo, SqlStore, TaskEvent, TaskOutcome
+from .base import ClaimedTask, ClaimOffer, LauncherInfo, SqlStore, TaskEvent, TaskOutcome
 
-__all__ = ["ClaimedTask", "LauncherInfo", "SqlStore", "TaskEvent", "TaskOutcome", "open_store"]
+__all__ = ["ClaimedTask", "ClaimOffer", "LauncherInfo", "SqlStore", "TaskEvent", "TaskOutcome", "open_store"]
 
 
 def open_store(url: str, listen: str = "all", *, upgrade: bool = False) -> SqlStore:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from ..errors import SchemaMismatch
 from ..tasks import FINAL, WATCHED, TaskSpec, TaskState
 from . import queries as q
+from .batchjobs import BatchJobs
 from .connection import BULK_CHUNK, Connections, _blob
 from .dependencies import Dependencies
 from .migrations import SCHEMA_VERSION, STEPS
@@ -77,6 +78,44 @@ class TaskOutcome:
     error: bytes | None = None
     return_code: int | None = None
     message: str = ""
+    #: Where and when it ran, for the execution profile (``bf_runs``): hosts, gpus, cores,
+    #: share (see ``launcher.resources.Placement.as_record``), started_at, ended_at (epoch s).
+    run: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ClaimOffer:
+    """What a launcher can take in one claim.
+
+    The filters run in SQL: at most ``max_nodes`` nodes and ``max_gpus`` GPUs per node, the
+    given ``tags``, a wall time of at most ``max_wall_s`` (tasks without one always pass).
+    ``fit``, if given, is called inside the claim transaction with up to ``window`` candidate
+    rows in claim order (each with the task's resource fields) and returns the indexes of
+    those the launcher takes; the rest stay claimable for others.
+    """
+
+    max_nodes: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    max_gpus: int | None = None
+    max_wall_s: float | None = None
+    fit: Callable[[list[Any]], list[int]] | None = None
+    window: int | None = None
+
+    def statement_key(self) -> tuple:
+        return (self.max_nodes, tuple(sorted(self.tags.items())), self.max_gpus,
+                self.max_wall_s is not None)
+
+
+class _ClaimRow:
+    """A candidate row as ``ClaimOffer.fit`` sees it: the task's id and resource fields."""
+
+    __slots__ = ("id", "num_nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
+                 "node_packing_count", "wall_time_s")
+
+    def __init__(self, row: tuple) -> None:
+        (self.id, _state, _name, _kind, _payload, _tags, _data, self.num_nodes,
+         self.ranks_per_node, self.threads_per_rank, self.gpus_per_rank,
+         self.node_packing_count, self.wall_time_s) = row[:13]
 
 
 @dataclass(frozen=True)
@@ -95,9 +134,10 @@ class LauncherInfo:
     hostname: str
     pid: int
     info: dict[str, Any] = field(default_factory=dict)
+    batch_job_id: int | None = None
 
 
-class SqlStore(Connections, Dependencies, TaskQueries):
+class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
 
     dialect_name = "generic"
@@ -209,12 +249,18 @@ class SqlStore(Connections, Dependencies, TaskQueries):
                 self._release(cur, sorted({e["child_id"] for e in edges}), now)
         return ids
 
-    def _claim_rows(self, cur: Any, launcher_id: int, limit: int, max_nodes, tags,
-                    now: float, max_gpus: int | None = None) -> list[tuple]:
-        """Move up to ``limit`` claimable tasks to RUNNING; returns their CLAIM_COLUMNS rows
-        (with the state they left) in claim order."""
-        rows = self._exec(cur, "select_claimable", {"limit": limit},
-                          max_nodes, tuple(sorted((tags or {}).items())), max_gpus).fetchall()
+    def _claim_rows(self, cur: Any, launcher_id: int, limit: int, offer: ClaimOffer,
+                    now: float) -> list[tuple]:
+        """Move up to ``limit`` claimable tasks that ``offer`` accepts to RUNNING; returns
+        their CLAIM_COLUMNS rows (with the state they left) in claim order."""
+        values = {"limit": (offer.window or limit) if offer.fit else limit}
+        if offer.max_wall_s is not None:
+            values["max_wall"] = offer.max_wall_s
+        rows = self._exec(cur, "select_claimable", values, *offer.statement_key()).fetchall()
+        if offer.fit is not None and rows:
+            # Resource-aware: the launcher says which of the candidates it can start, inside
+            # this transaction, so it never holds work it has no room for.
+            rows = [rows[i] for i in offer.fit([_ClaimRow(r) for r in rows])][:limit]
         if rows:
             self._exec_many(cur, "mark_claimed", [
                 {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows
@@ -222,11 +268,21 @@ class SqlStore(Connections, Dependencies, TaskQueries):
         return rows
 
     def claim(self, launcher_id: int, limit: int, *, max_nodes: int | None = None,
-              tags: dict[str, str] | None = None,
-              max_gpus: int | None = None) -> list[ClaimedTask]:
+              tags: dict[str, str] | None = None, max_gpus: int | None = None,
+              offer: ClaimOffer | None = None) -> list[ClaimedTask]:
         """Atomically move up to ``limit`` claimable tasks to RUNNING under ``launcher_id``."""
         return self.record_and_claim(launcher_id, (), limit, max_nodes=max_nodes, tags=tags,
-                                     max_gpus=max_gpus)
+                                     max_gpus=max_gpus, offer=offer)
+
+    def unfit_tasks(self, max_nodes: int, max_gpus: int, tags: dict[str, str] | None = None,
+                    limit: int = 10) -> list[tuple[int, int, int]]:
+        """Claimable tasks a launcher of ``max_nodes`` nodes with ``max_gpus`` GPUs each can
+        never run: (id, nodes, GPUs per node), first ``limit``."""
+        with self._raw_read() as cur:
+            return [tuple(r) for r in self._exec(
+                cur, "select_unfit", {"max_nodes": max_nodes, "max_gpus": max_gpus,
+                                      "limit": limit},
+                tuple(sorted((tags or {}).items()))).fetchall()]
 
     def record_outcomes(self, launcher_id: int, outcomes: Sequence[TaskOutcome]) -> int:
         """Write results of runs held by ``launcher_id`` in one transaction; returns how many
@@ -243,19 +299,23 @@ class SqlStore(Connections, Dependencies, TaskQueries):
     def record_and_claim(self, launcher_id: int, outcomes: Sequence[TaskOutcome], limit: int,
                          *, max_nodes: int | None = None,
                          tags: dict[str, str] | None = None,
-                         max_gpus: int | None = None) -> list[ClaimedTask]:
+                         max_gpus: int | None = None,
+                         offer: ClaimOffer | None = None) -> list[ClaimedTask]:
         """Record outcomes and claim up to ``limit`` tasks, in one transaction.
 
         A launcher's steady state is "some tasks ended, claim as many": one commit for both.
+        ``offer`` describes what the launcher can take (see :class:`ClaimOffer`); the keyword
+        filters are a shorthand for an offer without a fit function.
         """
+        if offer is None:
+            offer = ClaimOffer(max_nodes=max_nodes, tags=dict(tags or {}), max_gpus=max_gpus)
         if not outcomes and limit <= 0:
             return []
         now = time.time()
         with self._raw_write() as cur:
             if outcomes:
                 self._record(cur, launcher_id, outcomes, now)
-            rows = self._claim_rows(cur, launcher_id, limit, max_nodes, tags, now, max_gpus) \
-                if limit > 0 else []
+            rows = self._claim_rows(cur, launcher_id, limit, offer, now) if limit > 0 else []
             if rows:
                 self._insert_history(cur, [
                     {"task_id": r[0], "from_state": r[1], "to_state": TaskState.RUNNING.value,
@@ -296,6 +356,13 @@ class SqlStore(Connections, Dependencies, TaskQueries):
         if len(kept) != len(outcomes):
             log.warning("launcher %s: %d outcome(s) dropped (task no longer held, or sent "
                         "twice)", launcher_id, len(outcomes) - len(kept))
+        self._exec_many(cur, "insert_runs", [
+            {"task_id": o.task_id, "launcher_id": launcher_id, "hosts": o.run["hosts"],
+             "gpus": o.run["gpus"], "num_nodes": len(o.run["hosts"]), "cores": o.run["cores"],
+             "node_share": o.run["share"], "started_at": o.run["started_at"],
+             "ended_at": o.run["ended_at"], "state": o.path[0].value}
+            for o in kept if o.run is not None
+        ])
         self._insert_history(cur, [
             {"task_id": o.task_id,
              "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
@@ -404,7 +471,31 @@ class SqlStore(Connections, Dependencies, TaskQueries):
             return self._exec(cur, "insert_launcher", {
                 "hostname": info.hostname, "pid": info.pid, "state": "RUNNING",
                 "started_at": now, "heartbeat_at": now, "info": info.info,
+                "batch_job_id": info.batch_job_id,
             }).fetchone()[0]
+
+    def list_launchers(self) -> list[dict[str, Any]]:
+        """Every launcher: id, hostname, state, started_at, heartbeat_at, info (its nodes,
+        cores and GPUs), batch_job_id."""
+        names = [c.name for c in q.select_launchers().selected_columns]
+        with self._raw_read() as cur:
+            rows = self._exec(cur, "select_launchers", {}).fetchall()
+        return [{**dict(zip(names, r)), "info": self._decode_json(r[names.index("info")])}
+                for r in rows]
+
+    def list_runs(self, start: float = 0.0, end: float = float("inf")) -> list[dict[str, Any]]:
+        """The execution profile: runs overlapping [start, end], oldest first."""
+        names = [c.name for c in q.select_runs().selected_columns]
+        end = min(end, 1e18)  # a float both dialects bind
+        with self._raw_read() as cur:
+            rows = self._exec(cur, "select_runs", {"start": start, "end": end}).fetchall()
+        out = []
+        for r in rows:
+            run = dict(zip(names, r))
+            run["hosts"] = self._decode_json(run["hosts"])
+            run["gpus"] = self._decode_json(run["gpus"])
+            out.append(run)
+        return out
 
     def heartbeat(self, launcher_id: int) -> None:
         with self._raw_write() as cur:

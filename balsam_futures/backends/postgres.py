@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import StoreUnavailable
 from . import queries as q
-from .base import SqlStore
+from .base import ClaimOffer, SqlStore
 
 #: Rows per round trip in bulk statements.
 PAGE_SIZE = 1000
@@ -131,11 +131,16 @@ class PostgresStore(SqlStore):
     def _announce_claimable(self, cur: Any) -> None:
         self._exec(cur, "pg_notify_tasks", {})
 
-    def _claim_rows(self, cur: Any, launcher_id: int, limit: int, max_nodes, tags,
-                    now: float, max_gpus: int | None = None) -> list[tuple]:
+    def _claim_rows(self, cur: Any, launcher_id: int, limit: int, offer: ClaimOffer,
+                    now: float) -> list[tuple]:
+        if offer.fit is not None:
+            # Resource-aware: SELECT ... FOR UPDATE SKIP LOCKED, fit, then UPDATE the chosen.
+            return super()._claim_rows(cur, launcher_id, limit, offer, now)
         # One statement instead of a SELECT and an UPDATE per row.
-        rows = self._exec(cur, "pg_claim", {"limit": limit, "lid": launcher_id, "now": now},
-                          max_nodes, tuple(sorted((tags or {}).items())), max_gpus).fetchall()
+        values = {"limit": limit, "lid": launcher_id, "now": now}
+        if offer.max_wall_s is not None:
+            values["max_wall"] = offer.max_wall_s
+        rows = self._exec(cur, "pg_claim", values, *offer.statement_key()).fetchall()
         # RETURNING gives no order: restore claim order (priority, then id).
         rows.sort(key=lambda r: (-r[-1], r[0]))
         return [r[:-1] for r in rows]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.sql import Select
 
 from ..tasks import CLAIMABLE, TaskState, sources
-from .schema import dependencies, history, launchers, meta, tasks
+from .schema import batch_jobs, dependencies, history, launchers, meta, runs, tasks
 
 CLAIM_COLUMNS = (
     tasks.c.id,
@@ -81,15 +81,39 @@ def insert_history():
     )
 
 
+_RUN_FIELDS = ("task_id", "launcher_id", "hosts", "gpus", "num_nodes", "cores", "node_share",
+               "started_at", "ended_at", "state")
+
+
+def insert_runs():
+    """Insert execution-profile rows (one per run: where and when)."""
+    return insert(runs).values({k: _p(k) for k in _RUN_FIELDS})
+
+
+def select_runs():
+    """Runs that overlap [:start, :end], oldest first (utilization and throughput)."""
+    return (select(*(runs.c[k] for k in _RUN_FIELDS))
+            .where(runs.c.ended_at >= _p("start"), runs.c.started_at <= _p("end"))
+            .order_by(runs.c.started_at))
+
+
+def select_launchers():
+    """Every launcher with its recorded resources (info) and life span."""
+    return select(launchers.c.id, launchers.c.hostname, launchers.c.state,
+                  launchers.c.started_at, launchers.c.heartbeat_at, launchers.c.info,
+                  launchers.c.batch_job_id).order_by(launchers.c.id)
+
+
 def insert_dependencies():
     """Insert (child_id, parent_id) edges."""
     return insert(dependencies)
 
 
 def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
-                     max_gpus: int | None = None) -> Select:
+                     max_gpus: int | None = None, wall_limited: bool = False) -> Select:
     """The first :limit claimable tasks in claim order that fit ``max_nodes`` nodes,
-    ``max_gpus`` GPUs per node, and carry ``tags``."""
+    ``max_gpus`` GPUs per node, carry ``tags``, and (``wall_limited``) have no wall time or
+    one of at most :max_wall seconds."""
     # SKIP LOCKED (PostgreSQL): concurrent claimers pass over each other's rows instead of
     # queueing behind them; SQLite has one writer and ignores it.
     stmt = select(*CLAIM_COLUMNS).where(_in_states(CLAIMABLE)).with_for_update(skip_locked=True)
@@ -97,9 +121,24 @@ def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = 
         stmt = stmt.where(tasks.c.num_nodes <= max_nodes)
     if max_gpus is not None:
         stmt = stmt.where(tasks.c.ranks_per_node * tasks.c.gpus_per_rank <= max_gpus)
+    if wall_limited:
+        stmt = stmt.where(or_(tasks.c.wall_time_s.is_(None),
+                              tasks.c.wall_time_s <= _p("max_wall")))
     for key, value in tags:
         stmt = stmt.where(tasks.c.tags[key].as_string() == value)
     return stmt.order_by(tasks.c.priority.desc(), tasks.c.id).limit(_p("limit"))
+
+
+def select_unfit(tags: tuple[tuple[str, str], ...] = ()) -> Select:
+    """Claimable tasks with ``tags`` that need more than :max_nodes nodes or more than
+    :max_gpus GPUs per node (first :limit; a launcher warns about them)."""
+    stmt = select(tasks.c.id, tasks.c.num_nodes, tasks.c.ranks_per_node * tasks.c.gpus_per_rank)
+    stmt = stmt.where(_in_states(CLAIMABLE), or_(
+        tasks.c.num_nodes > _p("max_nodes"),
+        tasks.c.ranks_per_node * tasks.c.gpus_per_rank > _p("max_gpus")))
+    for key, value in tags:
+        stmt = stmt.where(tasks.c.tags[key].as_string() == value)
+    return stmt.order_by(tasks.c.id).limit(_p("limit"))
 
 
 def mark_claimed():
@@ -233,7 +272,7 @@ def count_by_state():
 
 def insert_launcher():
     """Register a launcher, returning its id."""
-    cols = ("hostname", "pid", "state", "started_at", "heartbeat_at", "info")
+    cols = ("hostname", "pid", "state", "started_at", "heartbeat_at", "info", "batch_job_id")
     return insert(launchers).values({c: _p(c) for c in cols}).returning(launchers.c.id)
 
 
@@ -337,11 +376,11 @@ def pg_next_task_ids():
 
 
 def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
-             max_gpus: int | None = None):
+             max_gpus: int | None = None, wall_limited: bool = False):
     """PostgreSQL: claim in one statement: the rows ``select_claimable`` would pick, locked
     with SKIP LOCKED, moved to RUNNING under :lid; returns CLAIM_COLUMNS (with the state left
     behind) and the priority, for ordering."""
-    picked = select_claimable(max_nodes, tags, max_gpus).with_only_columns(
+    picked = select_claimable(max_nodes, tags, max_gpus, wall_limited).with_only_columns(
         tasks.c.id, tasks.c.state.label("old_state")).subquery("picked")
     columns = [picked.c.old_state if c is tasks.c.state else c for c in CLAIM_COLUMNS]
     return (
@@ -485,3 +524,63 @@ def query_lock_ids(filters, states=None):
 def query_update(ids: list[int], values: dict):
     """Set ``values`` on tasks ``ids``."""
     return update(tasks).where(tasks.c.id.in_(ids)).values(**values, updated_at=_p("now"))
+
+
+# -- batch jobs -----------------------------------------------------------------------------
+
+#: Columns written when a batch job is created (the database draws the id).
+BATCH_JOB_INSERT_COLUMNS = tuple(c.name for c in batch_jobs.c if c.name != "id")
+
+
+def insert_batch_job():
+    """Insert one batch job, returning its id."""
+    return (insert(batch_jobs)
+            .values({c: _p(c) for c in BATCH_JOB_INSERT_COLUMNS})
+            .returning(batch_jobs.c.id))
+
+
+def select_batch_jobs(ids: list[int] | None, states: tuple[str, ...] | None):
+    """Batch job rows, oldest first: all, or those with ``ids`` and/or in ``states``."""
+    stmt = select(batch_jobs)
+    if ids is not None:
+        stmt = stmt.where(batch_jobs.c.id.in_(ids))
+    if states is not None:
+        stmt = stmt.where(batch_jobs.c.state.in_(
+            bindparam("states", list(states), expanding=True, literal_execute=True)))
+    return stmt.order_by(batch_jobs.c.id)
+
+
+def update_batch_job(columns: tuple[str, ...], from_states: tuple[str, ...] | None):
+    """Set ``columns`` (bound as :v_<column>) on batch job :b_id, only while its state is in
+    ``from_states`` (when given): the row count tells whether it was."""
+    stmt = update(batch_jobs).where(batch_jobs.c.id == _p("b_id"))
+    if from_states is not None:
+        stmt = stmt.where(batch_jobs.c.state.in_(
+            bindparam("states", list(from_states), expanding=True, literal_execute=True)))
+    return stmt.values({c: _p(f"v_{c}") for c in columns})
+
+
+def backlog_summary(tags: tuple[tuple[str, str], ...], max_nodes: int | None):
+    """Over the claimable tasks carrying ``tags`` that fit jobs of ``max_nodes`` nodes: their
+    count, the nodes needed by those with a packing count, the cores needed by those without,
+    the nodes of the largest; and the count of those too large.  What the queue service sizes
+    launcher jobs by."""
+    # (num_nodes > 0 holds for every task: the condition without a limit.)
+    fits = tasks.c.num_nodes <= max_nodes if max_nodes is not None else tasks.c.num_nodes > 0
+    packed = tasks.c.node_packing_count > 0
+
+    def over_fitting(value):
+        return func.coalesce(func.sum(case((fits, value), else_=0)), 0)
+
+    stmt = select(
+        over_fitting(1),
+        over_fitting(case((packed, tasks.c.num_nodes * 1.0 / tasks.c.node_packing_count),
+                          else_=0)),
+        over_fitting(case((packed, 0), else_=tasks.c.num_nodes * tasks.c.ranks_per_node
+                          * tasks.c.threads_per_rank)),
+        func.coalesce(func.max(case((fits, tasks.c.num_nodes))), 0),
+        func.count() - over_fitting(1),
+    ).where(_in_states(CLAIMABLE))
+    for key, value in tags:
+        stmt = stmt.where(tasks.c.tags[key].as_string() == value)
+    return stmt

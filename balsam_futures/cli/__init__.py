@@ -5,7 +5,7 @@ One module per group of commands; each registers its commands on ``main``.
 
 from __future__ import annotations
 
-from . import db, launcher, site, tasks  # noqa: F401  (they register their commands)
+from . import db, launcher, queue, site, stats, tasks  # noqa: F401  (they register their commands)
 from .main import main
 
 __all__ = ["main"]

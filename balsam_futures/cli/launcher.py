@@ -31,19 +31,65 @@ from .main import main
 @click.option("--lease", type=click.FloatRange(min=1), default=None,
               help="Seconds without a heartbeat after which this launcher's tasks are requeued.")
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
-              help="GPUs to share among the workers, none shared (default: detected).")
-def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus) -> None:
+              help="GPUs of this node to give to tasks, none shared (default: detected).")
+@click.option("--platform", type=click.Choice(["slurm", "pbs", "cobalt", "lsf", "flux", "local"]),
+              default=None, help="Where to find the allocation's nodes (default: detected "
+                                 "from the batch system's variables, else local).")
+@click.option("--nodes", "num_nodes", type=click.IntRange(min=1), default=None,
+              help="local platform: act as this many virtual nodes (tests, simulations).")
+@click.option("--cores-per-node", type=click.IntRange(min=1), default=None,
+              help="Cores per node (default: what the batch system says).")
+@click.option("--gpus-per-node", type=click.IntRange(min=0), default=None,
+              help="GPUs per node (default: what the batch system or the driver says).")
+@click.option("--job-mode", type=click.Choice(["serial", "mpi"]), default="serial",
+              show_default=True, help="serial: one-rank tasks in warm workers on this node; "
+                                      "mpi: every task started with the MPI launcher.")
+@click.option("--mpi-launcher", type=click.Choice(["mpich", "openmpi", "srun", "aprun", "pals",
+                                                   "flux"]),
+              default=None, help="How tasks of several ranks start (default: detected).")
+@click.option("--wall-time-min", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many minutes (the batch job's wall time); runs still "
+                   "going are stopped as RUN_TIMEOUT and retried.")
+@click.option("--batch-job-id", type=int, default=None,
+              help="The batch job this launcher runs in (recorded with it).")
+def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, num_nodes,
+             cores_per_node, gpus_per_node, job_mode, mpi_launcher, wall_time_min,
+             batch_job_id) -> None:
     """Start a launcher here: claim tasks from the store and run them until stopped."""
+    from ..launcher.nodes import detect_node_list, discover_nodes
     from ..launcher.pilot import LauncherConfig, run_launcher
     from ..sitedir import open_site
 
     try:
         the_site = open_site(site)
-        cfg = LauncherConfig(num_workers=workers or os.cpu_count() or 1,
+        name = platform or detect_node_list(os.environ).name
+        shaped = num_nodes is not None or cores_per_node is not None or \
+            gpus_per_node is not None or name != "local"
+        nodes = None
+        if shaped:
+            shape = {"cores_per_node": cores_per_node, "gpus_per_node": gpus_per_node}
+            if name == "local":
+                shape["nodes"] = num_nodes or 1
+            elif num_nodes is not None:
+                raise click.UsageError("--nodes is for the local platform; a batch system "
+                                       "says how many nodes the allocation has")
+            nodes = discover_nodes(name=name, **shape)
+        if workers is None:
+            if nodes is None:
+                workers = os.cpu_count() or 1
+            elif job_mode == "mpi":
+                workers = min(sum(n.cores for n in nodes), 16 * len(nodes))
+            else:
+                workers = sum(n.cores for n in nodes) if name == "local" else nodes[0].cores
+        cfg = LauncherConfig(num_workers=workers,
                              tags=parse_tags(tags), idle_timeout=idle_timeout,
                              lease_seconds=lease, site=str(the_site.path),
-                             gpu_ids=None if gpus is None else tuple(map(str, range(gpus))))
+                             gpu_ids=None if gpus is None else tuple(map(str, range(gpus))),
+                             nodes=nodes, local_nodes=name == "local", job_mode=job_mode,
+                             mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
+                             batch_job_id=batch_job_id)
         count = run_launcher(db_url or the_site.db_url, cfg)
-    except BalsamFuturesError as exc:
+    except (BalsamFuturesError, ValueError, TypeError) as exc:
         fail(exc)
     click.echo(f"launcher finished {count} task(s)")
+

@@ -11,27 +11,40 @@ to a worker the moment it answers, while the store thread writes outcomes and cl
 next tasks in one transaction (SQLite and psycopg2 release the GIL while they work).  The
 backlog is small (BACKLOG_PER_WORKER), because a claimed task can no longer be cancelled.
 Only the store thread talks to the store.
+
+Resources: the launcher's nodes are a ``NodePool`` (resources.py).  A claim is resource-aware:
+inside the claim transaction the pool says which candidates fit what is free (plus a short
+backlog for tiny tasks), so a launcher never holds work it has no room for; a task that can
+never fit here is left for others with a warning.  The dispatcher places backlog tasks in
+claim order, skipping those that do not fit yet (backfill), and releases a placement when its
+run ends.  A run goes to a warm worker when it is one rank on the launcher's own node in
+serial mode; otherwise a worker starts it through the MPI launcher on its placement's hosts
+(mpi_task.py) and waits.  Every run's placement and times go to the execution profile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config
 from .._wakeup import Waker
-from ..backends import LauncherInfo, open_store
+from ..backends import ClaimOffer, LauncherInfo, open_store
 from ..backends.base import ClaimedTask, TaskOutcome
 from ..errors import StoreError, TaskKilled
-from ..tasks import TaskState
+from ..tasks import Resources, TaskState
+from .nodes import NodeSpec
+from .resources import NodePool, Placement
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -64,6 +77,15 @@ ACTIVE_WINDOW = 2.0
 BEATS_PER_LEASE = 4
 #: Backoff while the store is unreachable: first and longest wait between retries.
 RETRY_MIN, RETRY_MAX = 0.1, 10.0
+#: A resource-aware claim looks at this many candidates per task it wants (and at least
+#: CLAIM_WINDOW_MIN): enough to backfill around a few large tasks that do not fit.
+CLAIM_WINDOW_FACTOR, CLAIM_WINDOW_MIN = 4, 32
+#: While idle, look this often for claimable tasks too large for this launcher (and warn).
+UNFIT_CHECK_S = 30.0
+#: The launcher stops this long before the end of its wall time (at most this fraction of
+#: it), to kill its runs and write their outcomes before the batch job is killed.
+WALL_TIME_GRACE_S, WALL_TIME_GRACE_FRACTION = 30.0, 0.1
+JOB_MODES = ("serial", "mpi")
 
 
 @dataclass
@@ -79,8 +101,29 @@ class LauncherConfig:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     lease_seconds: float | None = None
     site: str | None = None  # where task working directories go (<site>/data)
-    #: GPU ids this launcher hands out to its workers (None: detect this node's).
+    #: GPU ids this launcher hands out to its workers (None: detect this node's).  Used when
+    #: ``nodes`` is not given: the launcher then has one node, this one, with one core per
+    #: worker.
     gpu_ids: tuple[str, ...] | None = None
+    #: The nodes of the allocation (see launcher/nodes); None: this machine, as above.
+    nodes: Sequence[NodeSpec] | None = None
+    #: True when ``nodes`` are all this machine (the local platform's virtual nodes).
+    local_nodes: bool = True
+    #: serial: one-rank tasks run in warm workers on this node; mpi: every task is started
+    #: with the MPI launcher on the nodes it was given.
+    job_mode: str = "serial"
+    mpi_launcher: str | None = None  # mpich, openmpi, srun, aprun, pals, flux (None: detect)
+    #: Stop after this many minutes (the batch job's wall time); tasks whose own wall time
+    #: no longer fits are not claimed, and runs still going at the end end in RUN_TIMEOUT.
+    wall_time_min: float | None = None
+    batch_job_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.job_mode not in JOB_MODES:
+            raise ValueError(f"job_mode must be one of {', '.join(JOB_MODES)}, "
+                             f"not {self.job_mode!r}")
+        if self.wall_time_min is not None and not self.wall_time_min > 0:
+            raise ValueError(f"wall_time_min must be > 0, not {self.wall_time_min}")
 
 
 class Pilot:
@@ -100,6 +143,19 @@ class Pilot:
         self._last_activity = time.monotonic()
         self._running = 0  # busy workers, as the dispatcher last saw them
         self.idle = False
+        self._started = time.monotonic()
+        self._deadline: float | None = None
+        if cfg.wall_time_min is not None:
+            wall = cfg.wall_time_min * 60
+            self._deadline = self._started + wall - min(WALL_TIME_GRACE_S,
+                                                        WALL_TIME_GRACE_FRACTION * wall)
+        # Guards self.nodes, _placed and every change to _backlog (the store thread appends
+        # claimed tasks while the dispatcher starts them).
+        self._node_lock = threading.Lock()
+        self._placed: dict[int, tuple[Placement, float]] = {}  # task id -> (where, began)
+        self._warned: set[int] = set()  # tasks said never to fit here
+        self._claim_want = 0
+        self._claim_depth = 1
 
     # -- control -----------------------------------------------------------------------------
 
@@ -116,30 +172,55 @@ class Pilot:
 
     # -- main --------------------------------------------------------------------------------
 
-    def _gpu_ids(self) -> tuple[str, ...]:
-        if self.cfg.gpu_ids is not None:
-            return tuple(self.cfg.gpu_ids)
-        from .nodes import discover_nodes
+    def _node_specs(self) -> list[NodeSpec]:
+        if self.cfg.nodes is not None:
+            return list(self.cfg.nodes)
+        gpus = self.cfg.gpu_ids
+        if gpus is None:
+            from .nodes import discover_nodes
 
-        return discover_nodes(name="local")[0].gpus
+            gpus = discover_nodes(name="local")[0].gpus
+        return [NodeSpec("localhost", self.cfg.num_workers, tuple(gpus))]
+
+    def _mpi_launcher_name(self) -> str:
+        if self.cfg.mpi_launcher:
+            return self.cfg.mpi_launcher
+        from .mpi import detect_launcher
+
+        return detect_launcher(os.environ).name
 
     def run(self) -> int:
         """Run until stopped; returns the number of tasks finished."""
+        specs = self._node_specs()
+        self.nodes = NodePool(specs)
+        self._mpi_name = self._mpi_launcher_name()
+        head = socket.gethostname().split(".")[0]
+        # Runs on the launcher's own node may use warm workers; others go through MPI.
+        self._head_nodes = {i for i, spec in enumerate(specs)
+                            if self.cfg.local_nodes or spec.hostname.split(".")[0] == head}
         store = open_store(self.db_url, listen="tasks")
         lid = self.cfg.launcher_id
         if lid is None:
             lid = store.register_launcher(LauncherInfo(
                 socket.gethostname(), os.getpid(),
-                {"workers": self.cfg.num_workers, "tags": dict(self.cfg.tags)}))
+                {"workers": self.cfg.num_workers, "tags": dict(self.cfg.tags),
+                 "job_mode": self.cfg.job_mode, "mpi_launcher": self._mpi_name,
+                 "wall_time_min": self.cfg.wall_time_min,
+                 "nodes": [{"hostname": n.hostname, "cores": n.cores, "gpus": list(n.gpus)}
+                           for n in specs]},
+                batch_job_id=self.cfg.batch_job_id))
         self.launcher_id = lid
+        own = [i for i in sorted(self._head_nodes)]
         pool = WorkerPool(self.cfg.num_workers, launcher_id=lid, init_blob=self.cfg.init_blob,
                           max_tasks_per_child=self.cfg.max_tasks_per_child,
                           env={**os.environ, **self.cfg.worker_env},
                           context={"site": self.cfg.site, "db_url": self.db_url},
-                          gpu_ids=self._gpu_ids())
-        self._max_gpus = pool.max_gpus
-        log.info("launcher %d started with %d workers (GPUs per worker: %s) on %s", lid,
-                 self.cfg.num_workers, [len(g) for g in pool.slot_gpus], store.display_url)
+                          gpu_ids=specs[own[0]].gpus if own else ())
+        self._max_node_gpus = max(len(n.gpus) for n in specs)
+        log.info("launcher %d started: %d node(s), %d core(s), %d GPU(s), %d worker(s), "
+                 "%s mode, MPI launcher %s, store %s", lid, self.nodes.num_nodes,
+                 self.nodes.total_cores, self.nodes.total_gpus, self.cfg.num_workers,
+                 self.cfg.job_mode, self._mpi_name, store.display_url)
         store_thread = threading.Thread(target=self._store_loop, args=(store, lid),
                                         name="balsam-futures-store", daemon=True)
         try:
@@ -158,6 +239,101 @@ class Pilot:
                      self.finished)
         return self.finished
 
+    # -- placement ---------------------------------------------------------------------------
+
+    def _plan(self, task: ClaimedTask, placement: Placement,
+              has_gpus: bool) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+        """The context a worker gets for this run, and the GPUs the worker must have (None:
+        any worker, because the run's processes are started through the MPI launcher)."""
+        on_head = all(i in self._head_nodes for i in placement.nodes)
+        mpi = (self.cfg.job_mode == "mpi" or not on_head
+               or task.num_nodes * task.ranks_per_node > 1)
+        hosts = ("localhost",) * len(placement.hosts) if self.cfg.local_nodes \
+            else placement.hosts
+        extra: dict[str, Any] = {
+            "hosts": hosts, "gpu_ids": placement.gpus, "mpi_launcher": self._mpi_name,
+            "resources": Resources(task.num_nodes, task.ranks_per_node, task.threads_per_rank,
+                                   task.gpus_per_rank, task.node_packing_count),
+            "mpi": mpi, "python_on_ranks": mpi and task.kind == "python",
+        }
+        if task.threads_per_rank > 1:
+            extra["env"] = {"OMP_NUM_THREADS": str(task.threads_per_rank)}
+        pin = placement.gpus[0] if has_gpus and not mpi else None
+        return extra, pin
+
+    def _place_backlog(self, pool: WorkerPool) -> None:
+        """Start what fits, in claim order; a task that does not fit yet stays, and the ones
+        behind it may go first (backfill)."""
+        started = []
+        with self._node_lock:
+            for task in self._backlog:
+                if not pool.capacity():
+                    break
+                placement = self.nodes.place(task)
+                if placement is None:
+                    continue
+                extra, pin = self._plan(task, placement, pool.has_gpus)
+                if not pool.dispatch(task, extra, pin):
+                    self.nodes.release(placement)
+                    break
+                self._placed[task.id] = (placement, time.time())
+                started.append(task)
+            if started:
+                ids = {t.id for t in started}
+                self._backlog = deque(t for t in self._backlog if t.id not in ids)
+
+    def _ended(self, outcomes: list[TaskOutcome], handback: Sequence[ClaimedTask]) -> None:
+        """Release the placements of finished runs (and of runs handed back), and attach
+        where and when each ran to its outcome."""
+        now = time.time()
+        with self._node_lock:
+            for task in handback:
+                placed = self._placed.pop(task.id, None)
+                if placed is not None:
+                    self.nodes.release(placed[0])
+            for k, o in enumerate(outcomes):
+                placed = self._placed.pop(o.task_id, None)
+                if placed is None:
+                    continue
+                self.nodes.release(placed[0])
+                record = {**placed[0].as_record(), "started_at": placed[1], "ended_at": now}
+                outcomes[k] = dataclasses.replace(o, run=record)
+
+    def _fit(self, rows: list[Any]) -> list[int]:
+        """Which claim candidates to take (called inside the claim transaction)."""
+        with self._node_lock:
+            fits = []
+            for i, row in enumerate(rows):
+                reason = self.nodes.never_fits(row)
+                if reason is None:
+                    fits.append(i)
+                elif row.id not in self._warned:
+                    self._warned.add(row.id)
+                    log.warning("task %d can never run on this launcher: %s; leaving it for "
+                                "a launcher with more resources", row.id, reason)
+            taken = self.nodes.fit_claim([rows[i] for i in fits], list(self._backlog),
+                                         self._claim_depth)
+        return [fits[i] for i in taken][:self._claim_want]
+
+    def _warn_unfit(self, store: Any, tags: dict[str, str]) -> None:
+        """Say which waiting tasks need more nodes or GPUs than this launcher has (they are
+        filtered out of its claims, so nothing else would tell)."""
+        for task_id, nodes, gpus in store.unfit_tasks(self.nodes.num_nodes, self._max_node_gpus,
+                                                      tags):
+            if task_id in self._warned:
+                continue
+            self._warned.add(task_id)
+            reason = self.nodes.never_fits(Resources(num_nodes=nodes, ranks_per_node=1,
+                                                     gpus_per_rank=gpus))
+            log.warning("task %d can never run on this launcher: %s; leaving it for a "
+                        "launcher with more resources", task_id, reason)
+
+    def _wall_left(self) -> float | None:
+        """Seconds of wall time a newly claimed task may still use (None: no limit)."""
+        if self._deadline is None:
+            return None
+        return self._deadline - time.monotonic()
+
     # -- dispatcher --------------------------------------------------------------------------
 
     def _dispatch_loop(self, pool: WorkerPool) -> None:
@@ -167,20 +343,23 @@ class Pilot:
         while self.stop_reason is None:
             if self._kills:
                 self._kill(pool)
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._end_of_wall_time(pool)
+                break
             if self._backlog and pool.capacity():
-                tasks = []
-                while self._backlog and len(tasks) < pool.capacity():
-                    tasks.append(self._backlog.popleft())
-                left = pool.dispatch(tasks)
-                self._backlog.extendleft(reversed(left))
-                self._running = pool.running()
+                self._place_backlog(pool)
                 self._store_waker.set()  # room in the backlog: the store thread may claim
             # Published before sleeping, for the store thread's claim size and idle timeout.
             self._running = pool.running()
             self.idle = pool.idle() and not self._backlog
-            outcomes, handback, ready = pool.collect(None)
+            timeout = None if self._deadline is None else \
+                max(0.0, self._deadline - time.monotonic())
+            outcomes, handback, ready = pool.collect(timeout)
+            if outcomes or handback:
+                self._ended(outcomes, handback)
             if handback:
-                self._backlog.extendleft(reversed(handback))
+                with self._node_lock:
+                    self._backlog.extendleft(reversed(handback))
             if outcomes:
                 with self._lock:
                     self._outcomes.extend(outcomes)
@@ -190,13 +369,28 @@ class Pilot:
             if self.control_fd in ready and os.read(self.control_fd, 4096) == b"":
                 self.request_stop("the executor that started it exited")
 
+    def _end_of_wall_time(self, pool: WorkerPool) -> None:
+        """Stop the runs still going (RUN_TIMEOUT, retried per policy) and stop."""
+        outcomes = pool.kill(None, TaskState.RUN_TIMEOUT,
+                             "stopped at the end of the launcher's wall time")
+        self._ended(outcomes, [])
+        if outcomes:
+            log.info("wall time over: %d run(s) stopped", len(outcomes))
+            with self._lock:
+                self._outcomes.extend(outcomes)
+        self.request_stop(f"wall time of {self.cfg.wall_time_min:g} min over")
+
     def _kill(self, pool: WorkerPool) -> None:
         with self._lock:
             kills, self._kills = self._kills, set()
         outcomes = pool.kill(kills)
+        self._ended(outcomes, [])
         # A claimed task not yet handed to a worker is killed before it starts.
-        for task in [t for t in self._backlog if t.id in kills]:
-            self._backlog.remove(task)
+        with self._node_lock:
+            doomed = [t for t in self._backlog if t.id in kills]
+            for task in doomed:
+                self._backlog.remove(task)
+        for task in doomed:
             err = TaskKilled(f"task {task.id} was killed on request", task_id=task.id)
             outcomes.append(pool._lost(task, TaskState.KILLED, err, "killed before it started"))
         if outcomes:
@@ -216,6 +410,7 @@ class Pilot:
         poll = POLL_MIN
         retry = RETRY_MIN
         last_beat = last_sweep = last_kill_check = time.monotonic()
+        last_unfit_check = -UNFIT_CHECK_S
         while True:
             if (len(self._outcomes) < workers * 4 and self._backlog
                     and len(self._backlog) >= target // 2 and self.stop_reason is None):
@@ -229,10 +424,20 @@ class Pilot:
             try:
                 news = store.changed()
                 more = more or news  # remembered until there is room to claim
-                want = room if room > 0 and more else 0
+                # A finished run frees resources: claim again even if the store had nothing
+                # new, since candidates skipped for lack of room may fit now.
+                want = room if room > 0 and (more or outcomes) else 0
+                wall_left = self._wall_left()
+                if wall_left is not None and wall_left <= 0:
+                    want = 0
                 if outcomes or want:
-                    claimed = store.record_and_claim(lid, outcomes, want, max_nodes=1,
-                                                     tags=tags, max_gpus=self._max_gpus)
+                    self._claim_want = want
+                    self._claim_depth = max(1, math.ceil(target / workers))
+                    offer = ClaimOffer(max_nodes=self.nodes.num_nodes, tags=tags,
+                                       max_gpus=self._max_node_gpus, max_wall_s=wall_left,
+                                       fit=self._fit,
+                                       window=max(CLAIM_WINDOW_FACTOR * want, CLAIM_WINDOW_MIN))
+                    claimed = store.record_and_claim(lid, outcomes, want, offer=offer)
                     self.finished += len(outcomes)
                     now = time.monotonic()
                     if outcomes and now > rate_since:
@@ -243,7 +448,8 @@ class Pilot:
                     if want:
                         more = len(claimed) == want
                     if claimed:
-                        self._backlog.extend(claimed)
+                        with self._node_lock:
+                            self._backlog.extend(claimed)
                         self._dispatcher_waker.set()
                     if outcomes or claimed:
                         self._last_activity = time.monotonic()
@@ -256,6 +462,9 @@ class Pilot:
                         with self._lock:
                             self._kills.update(kills)
                         self._dispatcher_waker.set()
+                if self.idle and now - last_unfit_check >= UNFIT_CHECK_S:
+                    last_unfit_check = now
+                    self._warn_unfit(store, tags)
                 if now - last_beat >= self.lease / BEATS_PER_LEASE:
                     store.heartbeat(lid)
                     last_beat = now

@@ -59,6 +59,39 @@ def _run_task(loader: CallLoader, task_id: int, payload: bytes, where: str,
             os.chdir(home)  # the next task starts where the worker started
 
 
+def _serve(loader: CallLoader, task_id: int, payload: bytes, context: dict,
+           where: str) -> tuple:
+    """Run one task as its context says: here, or on its ranks through the MPI launcher."""
+    on_ranks = context.pop("python_on_ranks", False)
+    env = context.pop("env", {})
+    if context.get("workdir"):
+        context["workdir"] = _tasks.resolve_workdir(context["workdir"], context.get("site"))
+    task = _tasks.TaskContext(id=task_id, **context)
+    # Per-run variables (OMP_NUM_THREADS): the task and what it starts see them.
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        if on_ranks:
+            from .mpi_task import run_python
+
+            try:
+                if task.workdir:
+                    os.makedirs(task.workdir, mode=0o700, exist_ok=True)
+                ok, blob = run_python(task, payload)
+                return (task_id, ok, blob)
+            except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
+                return (task_id, False, dump_exception(exc, f"Task {task_id} {where}"))
+        _tasks._set_current(task)
+        return _run_task(loader, task_id, payload, where, context.get("parent_results"),
+                         task.workdir)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     fd = argv[0]
@@ -78,11 +111,6 @@ def main(argv: list[str] | None = None) -> None:
         if init_error is not None:
             answer = (task_id, False, init_error)
         else:
-            if context.get("workdir"):
-                context["workdir"] = _tasks.resolve_workdir(context["workdir"],
-                                                            context.get("site"))
-            _tasks._set_current(_tasks.TaskContext(id=task_id, **context))
-            answer = _run_task(loader, task_id, payload, where,
-                               context.get("parent_results"), context.get("workdir"))
+            answer = _serve(loader, task_id, payload, context, where)
         conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     conn.close()

@@ -41,18 +41,19 @@ _WORKER_CODE = "from balsam_futures.launcher.worker import main; main()"
 class _Worker:
     proc: subprocess.Popen
     conn: Connection
-    slot: int  # its place in the pool: the GPUs and environment of that slot
+    #: The GPU ids this process was started with (None: the launcher has no GPUs).  A
+    #: process never changes them: CUDA and friends read them once, at first use.
+    gpus: tuple[str, ...] | None
     queue: deque[ClaimedTask] = field(default_factory=deque)
     started_at: float = 0.0  # monotonic time the task at the head of ``queue`` began
     done: int = 0
 
 
 def split_gpus(gpu_ids: Sequence[str], num_workers: int) -> list[tuple[str, ...]]:
-    """Share GPU ids among worker slots: as many whole GPUs each as go round, none shared;
-    slots beyond the GPUs get none."""
+    """The GPUs each of ``num_workers`` workers starts pinned to: one GPU each while they
+    last (the common one-model-per-GPU case needs no restart); the rest get none."""
     ids = list(gpu_ids)
-    per = max(1, len(ids) // num_workers) if ids else 0
-    return [tuple(ids[i * per:(i + 1) * per]) for i in range(num_workers)]
+    return [(ids[i],) if i < len(ids) else () for i in range(num_workers)]
 
 
 def outcome_for(task: ClaimedTask, run_state: TaskState, *, result: bytes | None = None,
@@ -78,9 +79,8 @@ class WorkerPool:
         self.max_tasks_per_child = max_tasks_per_child
         self.env = dict(os.environ if env is None else env)
         self.context = dict(context or {})  # sent with every task (site, store URL)
-        self.slot_gpus = split_gpus(gpu_ids, num_workers)
-        #: The most GPUs one worker holds: tasks needing more never run here.
-        self.max_gpus = max((len(g) for g in self.slot_gpus), default=0)
+        self.has_gpus = bool(gpu_ids)
+        self._initial_gpus = split_gpus(gpu_ids, num_workers)
         self.workers: list[_Worker] = []
         self.host = socket.gethostname()
         # One selector for the pool's life: building one per wait (as
@@ -94,16 +94,16 @@ class WorkerPool:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        for slot in range(self.num_workers):
-            self.workers.append(self._spawn(slot))
+        for gpus in self._initial_gpus:
+            self.workers.append(self._spawn(gpus if self.has_gpus else None))
 
-    def _slot_env(self, slot: int) -> dict[str, str]:
+    def _worker_env(self, gpus: tuple[str, ...] | None) -> dict[str, str]:
         env = dict(self.env)
-        gpus = self.slot_gpus[slot]
-        if self.max_gpus:
-            # Each worker sees only its own GPUs, so a task started there uses those: one
-            # model per GPU.  Set for every vendor (CUDA, oneAPI Level Zero; ROCm when the
-            # node uses it, since HIP indexes into what ROCR exposes).
+        if gpus is not None:
+            # The worker sees only its own GPUs (none: an empty list hides them all), so a
+            # task run there uses those: one model per GPU.  Set for every vendor (CUDA,
+            # oneAPI Level Zero; ROCm when the node uses it, since HIP indexes into what ROCR
+            # exposes).
             ids = ",".join(gpus)
             env["CUDA_VISIBLE_DEVICES"] = ids
             env["ZE_AFFINITY_MASK"] = ids
@@ -113,12 +113,12 @@ class WorkerPool:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.num_workers)))
         return env
 
-    def _spawn(self, slot: int) -> _Worker:
+    def _spawn(self, gpus: tuple[str, ...] | None) -> _Worker:
         head_sock, worker_sock = socket.socketpair()
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE, str(worker_sock.fileno())],
-                pass_fds=(worker_sock.fileno(),), env=self._slot_env(slot),
+                pass_fds=(worker_sock.fileno(),), env=self._worker_env(gpus),
                 stdin=subprocess.DEVNULL,
                 # Its own process group, so a time-out kills whatever the task started too.
                 start_new_session=True,
@@ -127,8 +127,8 @@ class WorkerPool:
             worker_sock.close()
         conn = Connection(head_sock.detach())
         conn.send_bytes(pickle.dumps(("init", self.launcher_id, self.init_blob)))
-        log.debug("started worker pid %d", proc.pid)
-        worker = _Worker(proc, conn, slot)
+        log.debug("started worker pid %d (GPUs %s)", proc.pid, gpus)
+        worker = _Worker(proc, conn, gpus)
         self._sel.register(conn.fileno(), selectors.EVENT_READ, worker)
         return worker
 
@@ -171,7 +171,7 @@ class WorkerPool:
             w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._kill(w)
-        self.workers[self.workers.index(w)] = self._spawn(w.slot)
+        self.workers[self.workers.index(w)] = self._spawn(w.gpus)
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -182,15 +182,25 @@ class WorkerPool:
             return 0
         return 1
 
-    def _pick(self, task: ClaimedTask) -> _Worker | None:
-        """A free worker for ``task``: one with enough GPUs if it needs any, else preferably
-        one without, keeping GPU workers for GPU tasks."""
-        need = task.ranks_per_node * task.gpus_per_rank
-        free = [w for w in self.workers if self._room(w) > 0
-                and len(self.slot_gpus[w.slot]) >= need]
+    def _pick(self, pin: tuple[str, ...] | None) -> _Worker | None:
+        """A free worker started with GPUs ``pin`` (None: any will do).  If none is, a free
+        worker is restarted with them: a process cannot change the GPUs it sees."""
+        free = [w for w in self.workers if self._room(w) > 0]
         if not free:
             return None
-        return min(free, key=lambda w: len(self.slot_gpus[w.slot]))
+        if pin is None or not self.has_gpus:
+            return min(free, key=lambda w: len(w.gpus or ()))
+        for w in free:
+            if w.gpus == pin:
+                return w
+        # Restart the free worker least likely to be wanted as it is: the fewest GPUs.
+        w = min(free, key=lambda w: len(w.gpus or ()))
+        self._forget(w)
+        self._kill(w)
+        fresh = self._spawn(pin)
+        fresh.done = 0
+        self.workers[self.workers.index(w)] = fresh
+        return fresh
 
     def capacity(self) -> int:
         """How many more tasks the pool accepts now."""
@@ -202,31 +212,29 @@ class WorkerPool:
     def running(self) -> int:
         return sum(1 for w in self.workers if w.queue)
 
-    def dispatch(self, tasks: Sequence[ClaimedTask]) -> list[ClaimedTask]:
-        """Send tasks to free workers that suit them; returns the others, in order (a GPU
-        task waiting for a GPU worker does not hold back the CPU tasks behind it)."""
-        left = []
-        for task in tasks:
-            w = self._pick(task)
-            if w is None:
-                left.append(task)
-                continue
-            if not w.queue:
-                w.started_at = time.monotonic()
-            w.queue.append(task)
-            context = {"name": task.name, "tags": task.tags, "data": task.data,
-                       "launcher_id": self.launcher_id, "workdir": task.workdir,
-                       **self.context}
-            if task.parent_results:
-                context["parent_results"] = task.parent_results
-            try:
-                # send_bytes of a plain pickle: Connection.send builds a ForkingPickler per
-                # message, which cost more than running a no-op task.
-                w.conn.send_bytes(pickle.dumps((task.id, task.payload, context),
-                                               protocol=pickle.HIGHEST_PROTOCOL))
-            except OSError:
-                pass  # the worker died; collect() reports it and hands its queue back
-        return left
+    def dispatch(self, task: ClaimedTask, extra: Mapping[str, Any],
+                 pin: tuple[str, ...] | None) -> bool:
+        """Send ``task`` to a free worker started with GPUs ``pin`` (None: any); ``extra``
+        joins its context (placement, MPI, per-run environment).  False if no worker is free.
+        """
+        w = self._pick(pin)
+        if w is None:
+            return False
+        w.started_at = time.monotonic()
+        w.queue.append(task)
+        context = {"name": task.name, "tags": task.tags, "data": task.data,
+                   "launcher_id": self.launcher_id, "workdir": task.workdir,
+                   **self.context, **extra}
+        if task.parent_results:
+            context["parent_results"] = task.parent_results
+        try:
+            # send_bytes of a plain pickle: Connection.send builds a ForkingPickler per
+            # message, which cost more than running a no-op task.
+            w.conn.send_bytes(pickle.dumps((task.id, task.payload, context),
+                                           protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            pass  # the worker died; collect() reports it and hands its queue back
+        return True
 
     # -- results -----------------------------------------------------------------------------
 
@@ -309,15 +317,22 @@ class WorkerPool:
                                        f"timeout after {task.wall_time_s:g} s"))
             self._respawn(w, handback)
 
-    def kill(self, task_ids: set[int]) -> list[TaskOutcome]:
-        """Stop the running tasks among ``task_ids`` (their whole process groups)."""
+    def kill(self, task_ids: set[int] | None,
+             run_state: TaskState = TaskState.KILLED,
+             reason: str = "killed on request") -> list[TaskOutcome]:
+        """Stop the running tasks among ``task_ids`` (all with None), their whole process
+        groups; their runs end in ``run_state`` (KILLED, or RUN_TIMEOUT at the end of the
+        launcher's wall time)."""
         outcomes = []
         for w in list(self.workers):
-            if w.queue and w.queue[0].id in task_ids:
+            if w.queue and (task_ids is None or w.queue[0].id in task_ids):
                 task = w.queue.popleft()
                 self._kill(w)
-                err = TaskKilled(f"task {task.id} was killed on request", task_id=task.id)
-                outcomes.append(self._lost(task, TaskState.KILLED, err, "killed on request"))
+                if run_state is TaskState.KILLED:
+                    err: Exception = TaskKilled(f"task {task.id} was {reason}", task_id=task.id)
+                else:
+                    err = TaskTimeout(f"task {task.id} was stopped: {reason}", task_id=task.id)
+                outcomes.append(self._lost(task, run_state, err, reason))
                 self._respawn(w, [])
         return outcomes
 
@@ -332,7 +347,7 @@ class WorkerPool:
         """Put a new worker in the place of dead ``w``; tasks it still held go back."""
         handback.extend(w.queue)
         w.queue.clear()
-        self.workers[self.workers.index(w)] = self._spawn(w.slot)
+        self.workers[self.workers.index(w)] = self._spawn(w.gpus)
 
 
 def pack_initializer(initializer, initargs) -> bytes | None:

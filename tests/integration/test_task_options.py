@@ -47,6 +47,6 @@ def test_multi_node_task_on_the_local_launcher_is_refused_at_submit(make_executo
     from balsam_futures import Resources
 
     ex = make_executor(max_workers=1)
-    with pytest.raises(ValueError, match="num_nodes=2.*launcher=False"):
+    with pytest.raises(ValueError, match="needs 2 nodes.*launcher=False"):
         ex.options(resources=Resources(num_nodes=2)).submit(os.getpid)
     assert ex.store.count_by_state() == {}

@@ -131,7 +131,7 @@ RESOURCE_MINIMUMS = {
     "ranks_per_node": 1,
     "threads_per_rank": 1,
     "gpus_per_rank": 0,
-    "node_packing_count": 1,
+    "node_packing_count": 0,
 }
 
 
@@ -139,7 +139,7 @@ class TestResources:
     def test_defaults(self):
         r = Resources()
         assert (r.num_nodes, r.ranks_per_node, r.threads_per_rank, r.gpus_per_rank,
-                r.node_packing_count) == (1, 1, 1, 0, 1)
+                r.node_packing_count) == (1, 1, 1, 0, 0)
 
     def test_derived_counts(self):
         r = Resources(num_nodes=3, ranks_per_node=4, threads_per_rank=2, gpus_per_rank=1)

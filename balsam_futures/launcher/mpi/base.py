@@ -90,6 +90,10 @@ class MpiLauncher(ABC):
     name: str = ""
     #: the program run by default (a site may give a full path instead)
     default_executable: str = ""
+    #: names to look for on PATH, first found wins: distributions install several MPIs side
+    #: by side under their own names (Debian: mpirun.openmpi, mpiexec.mpich), and a plain
+    #: ``mpirun`` may belong to another MPI than this launcher's
+    search_names: tuple[str, ...] = ()
 
     def __init__(self, executable: str | None = None, python: str | None = None) -> None:
         self.executable = executable or self.default_executable

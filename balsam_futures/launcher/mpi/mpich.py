@@ -25,6 +25,7 @@ class MpichLauncher(MpiLauncher):
     name = "mpich"
 
     default_executable = "mpiexec"
+    search_names = ("mpiexec.hydra", "mpiexec.mpich", "mpiexec")
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

@@ -28,6 +28,7 @@ class OpenMpiLauncher(MpiLauncher):
     name = "openmpi"
 
     default_executable = "mpirun"
+    search_names = ("mpirun.openmpi", "orterun", "mpirun")
 
     def argv(self, layout: RankLayout, command: Sequence[str],
              env: Mapping[str, str] | None = None) -> list[str]:

@@ -1,7 +1,15 @@
 """Node discovery, one module per batch system; see ``base.py`` for the flow and rules."""
 
-from .base import DETECTION_ORDER, NodeList, NodeSpec, discover_nodes, node_list_class
+from .base import (
+    DETECTION_ORDER,
+    NodeList,
+    NodeSpec,
+    detect_node_list,
+    discover_nodes,
+    node_list_class,
+)
 from .hostlist import expand_hostlist
 
-__all__ = ["DETECTION_ORDER", "NodeList", "NodeSpec", "discover_nodes", "expand_hostlist",
+__all__ = ["DETECTION_ORDER", "NodeList", "NodeSpec", "detect_node_list", "discover_nodes",
+           "expand_hostlist",
            "node_list_class"]

@@ -1,0 +1,51 @@
+"""`balsam-futures stats`: throughput and utilization from the execution profile."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from ._common import STORE_OPTIONS, BalsamFuturesError, fail, print_table, task_query, with_options
+from .main import main
+
+
+@main.command("stats")
+@with_options(STORE_OPTIONS)
+@click.option("--since", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Only the last SECONDS (default: everything recorded).")
+@click.option("--bins", type=click.IntRange(min=1, max=10_000), default=100, show_default=True,
+              help="Time bins of the utilization curve.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.png", help="Also draw utilization and throughput (needs "
+                                       "matplotlib: the plot extra).")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def stats_cmd(site, db_url, since, bins, plot_path, as_json) -> None:
+    """Throughput, node and GPU utilization, and task counts by state."""
+    from ..profile import plot_profile, store_profile
+
+    try:
+        store = task_query(site, db_url).store
+        start = time.time() - since if since is not None else None
+        prof = store_profile(store, start=start, bins=bins)
+        counts = store.count_by_state()
+        if plot_path:
+            plot_profile(prof, plot_path)
+    except (BalsamFuturesError, ValueError, ImportError, OSError) as exc:
+        fail(exc)
+    summary = {**prof.summary(), "states": counts}
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    print_table(["measure", "value"], [
+        ["runs recorded", prof.runs],
+        ["time span", f"{prof.end - prof.start:.1f} s"],
+        ["throughput", f"{prof.throughput():.2f} tasks/s"],
+        ["node utilization", f"{prof.mean_node_utilization():.1%}"],
+        ["GPU utilization", f"{prof.mean_gpu_utilization():.1%}" if any(prof.total_gpus)
+         else "no GPUs"],
+        *[[f"tasks {state}", n] for state, n in sorted(counts.items())],
+    ])
+    if plot_path:
+        click.echo(f"plot written to {plot_path}")

@@ -1,0 +1,162 @@
+"""The elastic queue service: keep launcher jobs in the queue while tasks wait for them.
+
+Each tick:
+
+    1. sync     ask the schedulers about every job they hold (BatchJobManager.sync)
+    2. measure  the backlog: claimable tasks with the service's filter tags, and the nodes
+                they need together (store.backlog, one query; tasks without a
+                node_packing_count are counted in cores, on nodes of cores_per_node)
+    3. withdraw queued jobs (not yet running) the backlog no longer needs, newest first
+    4. submit   jobs of min_nodes..max_nodes nodes until the queued ones (and those just
+                started) cover the backlog, within max_queued_jobs, max_total_nodes and the
+                site's queue limits
+
+"Its jobs" are the active jobs with the service's scheduler, queue and filter tags, whoever
+submitted them.  When a scheduler cannot be asked, the tick changes nothing for it: a job
+must not be counted as gone (and replaced) because the controller was briefly down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.batchjobs import Backlog
+from ..errors import BalsamFuturesError
+from .base import ACTIVE_BATCH_STATES, BatchJobRequest, BatchJobState, SitePolicyError
+from .manager import BatchJobManager
+from .policy import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+B = BatchJobState
+
+#: A job that started this recently still counts as covering the backlog: its launcher is
+#: starting and has not claimed anything yet.  Shorter, and a backlog seen during a
+#: launcher's start gets a second job it does not need; longer, and a backlog that truly
+#: outgrows a running job waits this long for more nodes.
+STARTUP_GRACE_S = 60.0
+
+
+@dataclass
+class TickReport:
+    """What one tick saw and did."""
+
+    backlog: Backlog | None = None
+    #: Whole nodes the backlog needs (Backlog.nodes_needed on the service's node size).
+    nodes_needed: int = 0
+    changed: list[int] = field(default_factory=list)
+    submitted: list[int] = field(default_factory=list)
+    withdrawn: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        b = self.backlog
+        seen = (f"backlog {b.tasks} task(s) needing {self.nodes_needed} node(s)" if b
+                else "backlog not measured")
+        parts = [seen, f"submitted {self.submitted or 'none'}",
+                 f"withdrew {self.withdrawn or 'none'}",
+                 f"{len(self.changed)} job(s) changed state"]
+        return "; ".join(parts + [f"error: {e}" for e in self.errors])
+
+
+class QueueService:
+    """Submit and withdraw launcher jobs to match the backlog (see the module docstring)."""
+
+    def __init__(self, manager: BatchJobManager,
+                 settings: ServiceSettings | None = None) -> None:
+        settings = settings if settings is not None else manager.policy.service
+        if settings is None:
+            raise SitePolicyError(
+                f"the site has no \"service\" section in its settings ({manager.policy.source}"
+                "); add one with at least the queue and node counts")
+        self.manager = manager
+        self.settings = settings
+        self.scheduler_name = settings.scheduler or manager.policy.scheduler
+
+    def tick(self) -> TickReport:
+        """One round of sync, measure, withdraw, submit."""
+        report = TickReport()
+        synced = self.manager.sync()
+        report.changed = [j["id"] for j in synced.changed]
+        if self.scheduler_name in synced.errors:
+            report.errors.append(synced.errors[self.scheduler_name])
+            return report
+        s = self.settings
+        backlog = report.backlog = self.manager.store.backlog(s.filter_tags,
+                                                              max_nodes=s.max_nodes)
+        mine = self._my_jobs()
+        now = self.manager.clock()
+        queued = [j for j in mine if j["state"] == B.QUEUED.value]
+        coming = [j for j in mine if j["state"] == B.PENDING_SUBMISSION.value or (
+            j["state"] == B.RUNNING.value and now - (j["started_at"] or now) < STARTUP_GRACE_S)]
+        demand = report.nodes_needed = backlog.nodes_needed(s.cores_per_node)
+        covered = sum(j["num_nodes"] for j in queued + coming)
+
+        # Withdraw the newest queued jobs while the rest still cover the demand.
+        for job in sorted(queued, key=lambda j: j["id"], reverse=True):
+            if covered - job["num_nodes"] >= demand:
+                try:
+                    self.manager.remove(job["id"])
+                except BalsamFuturesError as exc:
+                    report.errors.append(f"withdrawing batch job {job['id']}: {exc}")
+                    continue
+                report.withdrawn.append(job["id"])
+                covered -= job["num_nodes"]
+        waiting = len(queued) - len(report.withdrawn)
+        held = sum(j["num_nodes"] for j in mine
+                   if j["state"] != B.PENDING_DELETION.value and j["id"] not in
+                   report.withdrawn)
+
+        if backlog.too_large:
+            report.errors.append(f"{backlog.too_large} waiting task(s) need more nodes than the "
+                                 f"service's jobs have (service.max_nodes = {s.max_nodes}); "
+                                 "no job is submitted for them")
+        uncovered = demand - covered
+        while uncovered > 0 and waiting < s.max_queued_jobs:
+            size = min(max(uncovered, s.min_nodes, backlog.max_task_nodes), s.max_nodes)
+            if s.max_total_nodes is not None:
+                size = min(size, s.max_total_nodes - held)
+                if size < s.min_nodes:
+                    break
+            try:
+                job = self.manager.submit(self._request(size))
+            except BalsamFuturesError as exc:
+                report.errors.append(f"submitting a {size}-node job: {exc}")
+                break
+            report.submitted.append(job["id"])
+            uncovered -= size
+            waiting += 1
+            held += size
+        return report
+
+    def run(self, stop: threading.Event | None = None,
+            on_tick: Callable[[TickReport], Any] | None = None) -> None:
+        """Tick every ``interval_s`` until ``stop`` is set."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                report = self.tick()
+            except BalsamFuturesError as exc:  # the store was unreachable: try again later
+                report = TickReport(errors=[str(exc)])
+            log.info("queue service: %s", report.summary())
+            if on_tick is not None:
+                on_tick(report)
+            stop.wait(self.settings.interval_s)
+
+    def _my_jobs(self) -> list[dict[str, Any]]:
+        s = self.settings
+        return [j for j in self.manager.store.batch_jobs(
+                    states=[st.value for st in ACTIVE_BATCH_STATES])
+                if j["scheduler"] == self.scheduler_name and j["queue"] == s.queue
+                and j["filter_tags"] == dict(s.filter_tags)]
+
+    def _request(self, num_nodes: int) -> BatchJobRequest:
+        s = self.settings
+        return BatchJobRequest(num_nodes=num_nodes, wall_time_min=s.wall_time_min,
+                               queue=s.queue, project=s.project or "", job_mode=s.job_mode,
+                               filter_tags=dict(s.filter_tags), options=dict(s.options),
+                               scheduler=self.scheduler_name)
