@@ -8,6 +8,7 @@ a task use the classes below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, CancelledError
 
 
@@ -233,3 +234,46 @@ class ShellInputNotFound(TaskFailed, FileNotFoundError):
         # filename is an OSError slot, not in __dict__: hand it over with the state.
         return (_rebuild_exception, (type(self), self.args),
                 {**self.__dict__, "filename": self.filename})
+
+
+# -- batch schedulers ------------------------------------------------------------------------
+
+
+class SchedulerError(BalsamFuturesError):
+    """A batch scheduler command failed or could not be run."""
+
+    def __init__(self, message: str, *, argv: Sequence[str] = (), returncode: int | None = None,
+                 stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class SchedulerCommandNotFound(SchedulerError, FileNotFoundError):
+    """The scheduler's command (sbatch, qsub, bsub...) is not on this machine's PATH."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SchedulerCommandFailed(SchedulerError):
+    """A scheduler command exited non-zero or ran past its time limit."""
+
+
+class SchedulerSubmitError(SchedulerCommandFailed):
+    """The scheduler rejected a batch job; the message carries its own words."""
+
+
+class SitePolicyError(BalsamFuturesError, ValueError):
+    """A batch job asks for what the site's settings do not allow, or the settings file is
+    invalid."""
+
+
+class BatchJobError(BalsamFuturesError, LookupError):
+    """No such batch job, or the job cannot do what was asked in its current state."""
+
+
+class TemplateError(BalsamFuturesError, ValueError):
+    """A batch-script template could not be rendered (syntax error, undefined variable)."""

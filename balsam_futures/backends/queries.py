@@ -104,6 +104,11 @@ def select_launchers():
                   launchers.c.batch_job_id).order_by(launchers.c.id)
 
 
+def any_dependency():
+    """One dependency edge, if there is any (is there a workflow with dependencies at all?)."""
+    return select(dependencies.c.child_id).limit(1)
+
+
 def insert_dependencies():
     """Insert (child_id, parent_id) edges."""
     return insert(dependencies)

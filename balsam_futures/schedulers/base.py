@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BalsamFuturesError
+from ..errors import (  # noqa: F401  (re-exported: the package's errors live in errors.py)
+    BatchJobError,
+    SchedulerCommandFailed,
+    SchedulerCommandNotFound,
+    SchedulerError,
+    SchedulerSubmitError,
+    SitePolicyError,
+    TemplateError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,46 +100,6 @@ def batch_sources(target: BatchJobState) -> frozenset[BatchJobState]:
 
 
 # -- errors ---------------------------------------------------------------------------------
-
-
-class SchedulerError(BalsamFuturesError):
-    """A batch scheduler command failed or could not be run."""
-
-    def __init__(self, message: str, *, argv: Sequence[str] = (), returncode: int | None = None,
-                 stdout: str = "", stderr: str = "") -> None:
-        super().__init__(message)
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-
-
-class SchedulerCommandNotFound(SchedulerError, FileNotFoundError):
-    """The scheduler's command (sbatch, qsub, bsub...) is not on this machine's PATH."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class SchedulerCommandFailed(SchedulerError):
-    """A scheduler command exited non-zero or ran past its time limit."""
-
-
-class SchedulerSubmitError(SchedulerCommandFailed):
-    """The scheduler rejected a batch job; the message carries its own words."""
-
-
-class SitePolicyError(BalsamFuturesError, ValueError):
-    """A batch job asks for what the site's settings do not allow, or the settings file is
-    invalid."""
-
-
-class BatchJobError(BalsamFuturesError, LookupError):
-    """No such batch job, or the job cannot do what was asked in its current state."""
-
-
-class TemplateError(BalsamFuturesError, ValueError):
-    """A batch-script template could not be rendered (syntax error, undefined variable)."""
 
 
 # -- data -----------------------------------------------------------------------------------
