@@ -250,9 +250,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         return ids
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, offer: ClaimOffer,
-                    now: float) -> list[tuple]:
+                    now: float, already: Sequence[tuple] = ()) -> list[tuple]:
         """Move up to ``limit`` claimable tasks that ``offer`` accepts to RUNNING; returns
-        their CLAIM_COLUMNS rows (with the state they left) in claim order."""
+        their CLAIM_COLUMNS rows (with the state they left) in claim order.  ``already``:
+        rows this transaction claimed before, which the fit must count as placed."""
         values = {"limit": (offer.window or limit) if offer.fit else limit}
         if offer.max_wall_s is not None:
             values["max_wall"] = offer.max_wall_s
@@ -260,7 +261,9 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         if offer.fit is not None and rows:
             # Resource-aware: the launcher says which of the candidates it can start, inside
             # this transaction, so it never holds work it has no room for.
-            rows = [rows[i] for i in offer.fit([_ClaimRow(r) for r in rows])][:limit]
+            candidates = [*already, *rows]
+            chosen = offer.fit([_ClaimRow(r) for r in candidates])
+            rows = [candidates[i] for i in chosen if i >= len(already)][:limit]
         if rows:
             self._exec_many(cur, "mark_claimed", [
                 {"b_id": r[0], "b_lid": launcher_id, "b_now": now} for r in rows

@@ -133,9 +133,6 @@ class PostgresStore(SqlStore):
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, offer: ClaimOffer,
                     now: float) -> list[tuple]:
-        if offer.fit is not None:
-            # Resource-aware: SELECT ... FOR UPDATE SKIP LOCKED, fit, then UPDATE the chosen.
-            return super()._claim_rows(cur, launcher_id, limit, offer, now)
         # One statement instead of a SELECT and an UPDATE per row.
         values = {"limit": limit, "lid": launcher_id, "now": now}
         if offer.max_wall_s is not None:
@@ -143,7 +140,24 @@ class PostgresStore(SqlStore):
         rows = self._exec(cur, "pg_claim", values, *offer.statement_key()).fetchall()
         # RETURNING gives no order: restore claim order (priority, then id).
         rows.sort(key=lambda r: (-r[-1], r[0]))
-        return [r[:-1] for r in rows]
+        rows = [r[:-1] for r in rows]
+        if offer.fit is None or not rows:
+            return rows
+        # Resource-aware: usually every task claimed fits (one statement, as above).  If some
+        # do not, give those back at once and look further down the queue for ones that do
+        # (SELECT ... FOR UPDATE SKIP LOCKED, fit, UPDATE), so small tasks backfill.
+        from .base import _ClaimRow
+
+        keep = set(offer.fit([_ClaimRow(r) for r in rows]))
+        if len(keep) == len(rows):
+            return rows
+        self._exec_many(cur, "pg_unclaim", [{"b_id": r[0], "b_state": r[1]}
+                                            for k, r in enumerate(rows) if k not in keep])
+        kept = [r for k, r in enumerate(rows) if k in keep]
+        if len(kept) < limit:
+            kept += super()._claim_rows(cur, launcher_id, limit - len(kept), offer, now,
+                                        already=kept)
+        return kept
 
     @contextlib.contextmanager
     def _raw_read(self) -> Iterator[Any]:

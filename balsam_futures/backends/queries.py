@@ -436,6 +436,13 @@ def pg_insert_tasks_shared(shared_fields: list[str]) -> tuple[str, str, str]:
     return sql, template, shared
 
 
+def pg_unclaim():
+    """PostgreSQL: give claimed task :b_id back (state :b_state, no launcher) in the claim's own
+    transaction, when the launcher finds it has no room for it."""
+    return (update(tasks).where(tasks.c.id == _p("b_id"))
+            .values(state=_p("b_state"), launcher_id=None))
+
+
 def pg_notify_tasks():
     """PostgreSQL: announce claimable tasks to launchers (delivered at commit)."""
     return text("SELECT pg_notify('bf_tasks', '')")

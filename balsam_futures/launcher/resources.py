@@ -215,11 +215,20 @@ class NodePool:
             else:
                 sim.place(need)
         taken = []
+        # A shape that did not fit will not fit again in this pass: most claims are of many
+        # tasks of one shape, so this keeps a claim O(candidates), not O(candidates x nodes).
+        full: set[tuple[int, int, int, float]] = set()
         for i, need in enumerate(needs):
             if need.num_nodes > 1 and depth > 1:
                 if idle_left >= need.num_nodes:
                     idle_left -= need.num_nodes
                     taken.append(i)
-            elif sim.place(need) is not None:
+                continue
+            shape = _shape(need)
+            if shape in full:
+                continue
+            if sim.place(need) is not None:
                 taken.append(i)
+            else:
+                full.add(shape)
         return taken

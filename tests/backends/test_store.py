@@ -23,7 +23,7 @@ import time
 import pytest
 from sqlalchemy import text, update
 
-from balsam_futures.backends import LauncherInfo, SqlStore, TaskOutcome, open_store
+from balsam_futures.backends import ClaimOffer, LauncherInfo, SqlStore, TaskOutcome, open_store
 from balsam_futures.backends import queries as q
 from balsam_futures.backends.migrations import SCHEMA_VERSION
 from balsam_futures.backends.schema import meta
@@ -266,6 +266,46 @@ class TestClaim:
 # --------------------------------------------------------------------------------------------
 # record_outcomes
 # --------------------------------------------------------------------------------------------
+
+
+class TestResourceAwareClaim:
+    """A ClaimOffer's fit runs inside the claim: what it rejects stays claimable, untouched."""
+
+    @staticmethod
+    def only_small(rows):
+        return [i for i, r in enumerate(rows) if r.num_nodes == 1]
+
+    def test_claims_only_what_fits_and_looks_past_the_rest(self, store):
+        big = add(store, 3, resources=Resources(num_nodes=4))
+        small = add(store, 3)
+        lid = launcher(store)
+        offer = ClaimOffer(fit=self.only_small, window=16)
+        claimed = store.claim(lid, 2, offer=offer)
+        assert [t.id for t in claimed] == small[:2]
+        assert all(state_of(store, i) is TaskState.READY for i in big)
+        # The rejected tasks gained no history: they were never claimed.
+        assert all([h["to_state"] for h in store.history(i)] == [] for i in big)
+        assert [t.id for t in store.claim(lid, 5, offer=offer)] == small[2:]
+
+    def test_the_fit_sees_rows_claimed_earlier_in_the_same_claim(self, store):
+        add(store, 2, resources=Resources(num_nodes=4))
+        add(store, 4)
+        seen = []
+
+        def at_most_two(rows):  # room for two small tasks in all
+            seen.append(len(rows))
+            return [i for i, r in enumerate(rows) if r.num_nodes == 1][:2]
+
+        claimed = store.claim(launcher(store), 4, offer=ClaimOffer(fit=at_most_two, window=16))
+        assert len(claimed) == 2
+
+    def test_wall_time_filter(self, store):
+        long_ones = add(store, 2, timeout=3600)
+        short = add(store, 1, timeout=60)
+        none = add(store, 1)
+        claimed = store.claim(launcher(store), 10, offer=ClaimOffer(max_wall_s=600))
+        assert sorted(t.id for t in claimed) == sorted(short + none)
+        assert all(state_of(store, i) is TaskState.READY for i in long_ones)
 
 
 class TestRecordOutcomes:
