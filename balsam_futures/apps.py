@@ -359,6 +359,20 @@ class ShellApp:
         """The command line for these parameters, each value quoted for the shell."""
         return _fill(self._parts, params, quote=True)
 
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """The command line as far as it is known at submit time: a parameter that is the
+        result of another task shows as ``<result of another task>``."""
+        from concurrent.futures import Future
+
+        from .serialization import ParentResult
+
+        shown = {k: ("<result of another task>" if isinstance(v, (Future, ParentResult)) else v)
+                 for k, v in params.items()}
+        try:
+            return _fill(self._parts, shown, quote=True)
+        except (KeyError, ValueError, TypeError):
+            return ""
+
 
 @dataclass(frozen=True)
 class ShellContext:

@@ -257,7 +257,14 @@ class BalsamExecutor(_cf.Executor):
             self._check_open()
         if isinstance(fn, ShellApp):  # stored as a Python task that runs the command
             name = options.name or fn.default_name
+            app = fn
             fn, args = shell_call(fn, args, kwargs)
+            if not options.description:
+                # The command line, for `balsam-futures show` and `ls --json` (a parameter
+                # that is a future is filled in only when the task runs).
+                command = app.describe(args[1])
+                if command:
+                    options = options.merged(description=command)
             spec = self._make_spec(options, "shell", dump_callable(fn), args, {}, name)
             return self._store_specs([spec])[0]
         spec = self._make_spec(options, "python", dump_callable(fn), args, kwargs,

@@ -23,12 +23,20 @@ from .main import main
 @click.option("--by-states", is_flag=True, help="Counts by state instead of tasks.")
 @click.option("--history", is_flag=True, help="Every state change of each task.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
-def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_json) -> None:
+@click.option("--watch", is_flag=True, help="Follow the matching tasks live (counts by state, "
+                                             "progress) until none is left to run; Ctrl-C stops.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_json, watch,
+           interval) -> None:
     """List tasks (like `balsam ls --state FAILED --history`)."""
     import json
 
     try:
         q = task_query(site, db_url, states, tags, name, ids)
+        if watch:
+            _watch(q, interval)
+            return
         if by_states:
             counts = q.by_state()
             if as_json:
@@ -59,6 +67,49 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
                        f"{h['to_state']:<16} {h['message']}")
 
 
+def _progress_table(counts: dict[str, int], elapsed: float):
+    """The live view: a progress bar over the matching tasks and their counts by state."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    from ..tasks import FINAL, TaskState
+
+    total = sum(counts.values())
+    done = sum(n for s, n in counts.items() if TaskState(s) in FINAL)
+    failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
+    table = Table("state", "count", box=None, pad_edge=False, header_style="bold")
+    for state in TaskState:
+        if counts.get(state.value):
+            table.add_row(state.value, str(counts[state.value]))
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(ProgressBar(total=max(total, 1), completed=done, width=40),
+                f"{done}/{total} done, {failed} failed, {elapsed:.0f} s")
+    return Group(bar, table)
+
+
+def _watch(q, interval: float) -> None:
+    """Refresh counts by state until every matching task is final (or Ctrl-C)."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..tasks import FINAL, TaskState
+
+    start = time.monotonic()
+    counts = q.by_state()
+    console = Console()
+    try:
+        with Live(_progress_table(counts, 0), console=console, auto_refresh=False) as live:
+            while any(TaskState(s) not in FINAL for s in counts):
+                time.sleep(interval)
+                counts = q.by_state()
+                live.update(_progress_table(counts, time.monotonic() - start), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command("show")
 @with_options(STORE_OPTIONS)
 @click.argument("task_id", type=int)
@@ -80,10 +131,34 @@ def show_cmd(site, db_url, task_id) -> None:
     click.echo("history:")
     for h in hist:
         click.echo(f"  {when(h['at'])}  {h['to_state']:<16} {h['message']}")
+    if row["kind"] == "shell":
+        _show_shell_run(row)
     if row["error"]:
         exc = load_exception(row["error"], task_id)
         text = getattr(exc, "remote_traceback", None) or str(exc.__cause__ or exc)
         click.echo("error:\n" + text.strip())
+
+
+def _show_shell_run(row: dict) -> None:
+    """A shell task's working directory and the end of its job.out, from its outcome."""
+    from ..apps import ShellResult
+    from ..serialization import load_exception, load_result
+
+    workdir = tail = None
+    if row["result"]:
+        try:
+            result = load_result(row["result"])
+        except Exception:  # noqa: BLE001 - a postprocess hook may return anything
+            result = None
+        if isinstance(result, ShellResult):
+            workdir, tail = result.workdir, result.tail(10)
+    elif row["error"]:
+        exc = load_exception(row["error"], row["id"])
+        workdir, tail = getattr(exc, "workdir", None), getattr(exc, "output_tail", None)
+    if workdir:
+        click.echo(f"{'working directory':>20}: {workdir}")
+    if tail:
+        click.echo("job.out (last lines):\n" + tail.rstrip())
 
 
 def _apply(action: str, site, db_url, states, tags, name, ids, **kw) -> None:

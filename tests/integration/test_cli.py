@@ -93,3 +93,48 @@ def test_user_mistakes_get_one_clear_line(site, args, message):
 def test_env_prints_the_activation_line(tmp_path):
     code, out = run("env", tmp_path / "s")
     assert code == 0 and out.startswith("export BALSAM_FUTURES_SITE=")
+
+
+def test_ls_watch_returns_at_once_when_every_task_is_final(site):
+    path, _ = site
+    code, out = run("ls", "--site", path, "--tag", "exp=b", "--watch")
+    assert code == 0 and "2/2 done, 2 failed" in out and "FAILED" in out
+
+
+def test_ls_watch_follows_tasks_until_they_end(site):
+    import subprocess
+    import sys
+
+    path, _ = site
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "balsam_futures", "ls", "--site", str(path), "--tag", "exp=a",
+         "--watch", "--interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            watcher.wait(timeout=1.0)  # 3 READY tasks: still watching
+        assert run("kill", "--site", path, "--tag", "exp=a")[0] == 0
+        out, _ = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0
+    assert "3/3 done" in out and "CANCELLED" in out
+
+
+def test_show_of_a_shell_task_gives_its_command_workdir_and_output(make_executor, site_dir):
+    from balsam_futures import ShellApp, ShellTaskError
+
+    ex = make_executor(max_workers=1)
+    app = ShellApp("echo hello {who}; exit {code}")
+    ok = ex.submit(app, who="world", code=0)
+    bad = ex.submit(app, who="moon", code=3)
+    ok.result(timeout=30)
+    with pytest.raises(ShellTaskError):
+        bad.result(timeout=30)
+    code, out = run("show", "--site", site_dir, ok.task_id)
+    assert code == 0
+    assert "echo hello world; exit 0" in out  # the command, as the description
+    assert "working directory" in out and "hello world" in out
+    code, out = run("show", "--site", site_dir, bad.task_id)
+    assert code == 0 and "hello moon" in out and "FAILED" in out
