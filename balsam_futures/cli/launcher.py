@@ -52,9 +52,13 @@ from .main import main
                    "going are stopped as RUN_TIMEOUT and retried.")
 @click.option("--batch-job-id", type=int, default=None,
               help="The batch job this launcher runs in (recorded with it).")
+@click.option("--agents/--no-agents", default=None,
+              help="serial mode: run one-rank tasks on the other nodes in warm workers of a "
+                   "per-node agent (started with the MPI launcher) instead of one MPI launch "
+                   "each (default: on for a batch system's nodes, off for --nodes).")
 def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, num_nodes,
              cores_per_node, gpus_per_node, job_mode, mpi_launcher, wall_time_min,
-             batch_job_id) -> None:
+             batch_job_id, agents) -> None:
     """Start a launcher here: claim tasks from the store and run them until stopped."""
     from ..launcher.nodes import detect_node_list, discover_nodes
     from ..launcher.pilot import LauncherConfig, run_launcher
@@ -80,14 +84,16 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, n
             elif job_mode == "mpi":
                 workers = min(sum(n.cores for n in nodes), 16 * len(nodes))
             else:
-                workers = sum(n.cores for n in nodes) if name == "local" else nodes[0].cores
+                # With agents, the other virtual nodes have workers of their own.
+                workers = sum(n.cores for n in nodes) if name == "local" and not agents \
+                    else nodes[0].cores
         cfg = LauncherConfig(num_workers=workers,
                              tags=parse_tags(tags), idle_timeout=idle_timeout,
                              lease_seconds=lease, site=str(the_site.path),
                              gpu_ids=None if gpus is None else tuple(map(str, range(gpus))),
                              nodes=nodes, local_nodes=name == "local", job_mode=job_mode,
                              mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
-                             batch_job_id=batch_job_id)
+                             batch_job_id=batch_job_id, agents=agents)
         count = run_launcher(db_url or the_site.db_url, cfg)
     except (BalsamFuturesError, ValueError, TypeError) as exc:
         fail(exc)

@@ -39,15 +39,15 @@ def layout_of(task: TaskContext) -> RankLayout:
                       task.gpu_ids if r.gpus_per_rank else ())
 
 
-def _launcher(task: TaskContext):
-    """The task's MPI launcher, with the program to run found now.
+def find_launcher(name: str | None, task_id: int | None = None):
+    """The MPI launcher registered as ``name`` (default mpich), with its program found now.
 
     For MPICH, one installed beside the interpreter wins (the mpich wheel's mpiexec in a
     virtual environment, which need not be activated).  Then the launcher's own names on
     PATH, most specific first, since a plain ``mpiexec`` or ``mpirun`` may be another MPI's
     (Open MPI's, Slurm's wrapper) or the wheel's.
     """
-    launcher = launcher_class(task.mpi_launcher or "mpich")()
+    launcher = launcher_class(name or "mpich")()
     here = os.path.dirname(sys.executable)
     beside = os.path.join(here, launcher.executable)
     if launcher.name == "mpich" and os.access(beside, os.X_OK):
@@ -61,17 +61,18 @@ def _launcher(task: TaskContext):
         if found is not None:
             launcher.executable = found
             return launcher
+    who = f"task {task_id} needs" if task_id is not None else "this launcher needs"
     raise MpiLaunchError(
-        f"task {task.id} needs the MPI launcher {launcher.executable!r} ({launcher.name}), "
-        "which is not on PATH; install it (pip install mpich for MPICH) or start the "
-        "launcher with --mpi-launcher naming the one this system has", task_id=task.id)
+        f"{who} the MPI launcher {launcher.executable!r} ({launcher.name}), which is not on "
+        "PATH; install it (pip install mpich for MPICH) or start the launcher with "
+        "--mpi-launcher naming the one this system has", task_id=task_id)
 
 
 def command_argv(task: TaskContext, command: Sequence[str],
                  env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The argv that starts ``command`` on every rank of ``task``, and the environment to run
     it with (``env`` plus what the layout needs)."""
-    launcher = _launcher(task)
+    launcher = find_launcher(task.mpi_launcher, task.id)
     layout = layout_of(task)
     extra = launcher.env(layout)
     # Ranks must find their own local rank, not one inherited from an outer launcher.

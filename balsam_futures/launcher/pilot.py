@@ -20,6 +20,11 @@ claim order, skipping those that do not fit yet (backfill), and releases a place
 run ends.  A run goes to a warm worker when it is one rank on the launcher's own node in
 serial mode; otherwise a worker starts it through the MPI launcher on its placement's hosts
 (mpi_task.py) and waits.  Every run's placement and times go to the execution profile.
+
+Agents (agents.py): in serial mode with several nodes, one MPI launch starts an agent with warm
+workers on each node but the head's; one-rank runs placed there go to that agent's workers
+instead of a process start each.  The dispatcher feeds them like its own WorkerPool, and the
+agents' relay thread wakes it through a descriptor the pool watches.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ..backends import ClaimOffer, LauncherInfo, open_store
 from ..backends.base import ClaimedTask, TaskOutcome
 from ..errors import StoreError, TaskKilled
 from ..tasks import Resources, TaskState
+from .agents import AgentPool
 from .nodes import NodeSpec
 from .resources import NodePool, Placement
 from .workers import WorkerPool
@@ -77,15 +83,19 @@ ACTIVE_WINDOW = 2.0
 BEATS_PER_LEASE = 4
 #: Backoff while the store is unreachable: first and longest wait between retries.
 RETRY_MIN, RETRY_MAX = 0.1, 10.0
-#: A resource-aware claim looks at this many candidates per task it wants (and at least
-#: CLAIM_WINDOW_MIN): enough to backfill around a few large tasks that do not fit.
-CLAIM_WINDOW_FACTOR, CLAIM_WINDOW_MIN = 4, 32
+#: A resource-aware claim that finds tasks it has no room for looks this many candidates past
+#: the ones it wants, to backfill around large tasks that do not fit yet.
+CLAIM_LOOKAHEAD = 32
 #: While idle, look this often for claimable tasks too large for this launcher (and warn).
 UNFIT_CHECK_S = 30.0
 #: The launcher stops this long before the end of its wall time (at most this fraction of
 #: it), to kill its runs and write their outcomes before the batch job is killed.
 WALL_TIME_GRACE_S, WALL_TIME_GRACE_FRACTION = 30.0, 0.1
 JOB_MODES = ("serial", "mpi")
+#: At the end of the wall time, how long to wait for the agents to report their stopped runs
+#: (stopping a worker takes milliseconds; an agent that does not answer in this time is
+#: presumably gone, and its runs are requeued when the launcher stops).
+STOP_AGENTS_S = 10.0
 
 
 @dataclass
@@ -117,11 +127,19 @@ class LauncherConfig:
     #: no longer fits are not claimed, and runs still going at the end end in RUN_TIMEOUT.
     wall_time_min: float | None = None
     batch_job_id: int | None = None
+    #: Per-node agents with warm workers for one-rank runs on the nodes other than the
+    #: head's (serial mode; agents.py).  None: on for a batch system's nodes, off for the
+    #: local platform's virtual nodes.
+    agents: bool | None = None
 
     def __post_init__(self) -> None:
         if self.job_mode not in JOB_MODES:
             raise ValueError(f"job_mode must be one of {', '.join(JOB_MODES)}, "
                              f"not {self.job_mode!r}")
+        if self.agents and self.job_mode != "serial":
+            raise ValueError(f"agents need the serial job mode (they run one-rank tasks in "
+                             f"warm workers), not {self.job_mode!r}; turn agents off or use "
+                             "the serial job mode")
         if self.wall_time_min is not None and not self.wall_time_min > 0:
             raise ValueError(f"wall_time_min must be > 0, not {self.wall_time_min}")
 
@@ -156,6 +174,8 @@ class Pilot:
         self._warned: set[int] = set()  # tasks said never to fit here
         self._claim_want = 0
         self._claim_depth = 1
+        self._agents: AgentPool | None = None
+        self._workers = cfg.num_workers  # the head's workers and the agents'
 
     # -- control -----------------------------------------------------------------------------
 
@@ -198,6 +218,13 @@ class Pilot:
         # Runs on the launcher's own node may use warm workers; others go through MPI.
         self._head_nodes = {i for i, spec in enumerate(specs)
                             if self.cfg.local_nodes or spec.hostname.split(".")[0] == head}
+        agents = self.cfg.agents if self.cfg.agents is not None else not self.cfg.local_nodes
+        if agents and self.cfg.job_mode == "serial" and len(specs) > 1:
+            if self.cfg.local_nodes:
+                self._head_nodes = {0}  # virtual nodes: the head plays the first
+            agent_nodes = [(i, s) for i, s in enumerate(specs) if i not in self._head_nodes]
+        else:
+            agent_nodes = []
         store = open_store(self.db_url, listen="tasks")
         lid = self.cfg.launcher_id
         if lid is None:
@@ -217,6 +244,14 @@ class Pilot:
                           context={"site": self.cfg.site, "db_url": self.db_url},
                           gpu_ids=specs[own[0]].gpus if own else ())
         self._max_node_gpus = max(len(n.gpus) for n in specs)
+        if agent_nodes:
+            self._agents = AgentPool(
+                agent_nodes, launcher_id=lid, mpi_launcher=self._mpi_name,
+                local_nodes=self.cfg.local_nodes, init_blob=self.cfg.init_blob,
+                max_tasks_per_child=self.cfg.max_tasks_per_child,
+                worker_env=self.cfg.worker_env,
+                context={"site": self.cfg.site, "db_url": self.db_url})
+            self._workers += sum(spec.cores for _, spec in agent_nodes)
         log.info("launcher %d started: %d node(s), %d core(s), %d GPU(s), %d worker(s), "
                  "%s mode, MPI launcher %s, store %s", lid, self.nodes.num_nodes,
                  self.nodes.total_cores, self.nodes.total_gpus, self.cfg.num_workers,
@@ -224,12 +259,21 @@ class Pilot:
         store_thread = threading.Thread(target=self._store_loop, args=(store, lid),
                                         name="balsam-futures-store", daemon=True)
         try:
+            if self._agents is not None:
+                self._agents.start()  # their MPI launch starts while our workers do
             pool.start()
             store_thread.start()
+            if self._agents is not None and not self._agents.wait_ready():
+                log.warning("running without agents (%s): one-rank runs on other nodes "
+                            "start through the MPI launcher", self._agents.start_error)
+                self._agents = None
+                self._workers = self.cfg.num_workers
             self._dispatch_loop(pool)
         finally:
             self.request_stop(self.stop_reason or "error")
             pool.stop()
+            if self._agents is not None:
+                self._agents.stop()
             store_thread.join()
             requeued = store.stop_launcher(lid, f"launcher {lid} stopped ({self.stop_reason})")
             if requeued:
@@ -241,13 +285,20 @@ class Pilot:
 
     # -- placement ---------------------------------------------------------------------------
 
-    def _plan(self, task: ClaimedTask, placement: Placement,
-              has_gpus: bool) -> tuple[dict[str, Any], tuple[str, ...] | None]:
-        """The context a worker gets for this run, and the GPUs the worker must have (None:
-        any worker, because the run's processes are started through the MPI launcher)."""
+    def _plan(self, task: ClaimedTask, placement: Placement, has_gpus: bool
+              ) -> tuple[dict[str, Any], tuple[str, ...] | None, int | None]:
+        """The context a worker gets for this run, the GPUs the worker must have (None: any
+        worker, because the run's processes are started through the MPI launcher), and the
+        node whose agent runs it (None: the head's own workers)."""
         on_head = all(i in self._head_nodes for i in placement.nodes)
-        mpi = (self.cfg.job_mode == "mpi" or not on_head
+        agent = None
+        if not on_head and self._agents is not None and self._agents.serves(placement.nodes[0]):
+            agent = placement.nodes[0]
+            has_gpus = bool(self.nodes.specs[agent].gpus)
+        mpi = (self.cfg.job_mode == "mpi" or not (on_head or agent is not None)
                or task.num_nodes * task.ranks_per_node > 1)
+        if mpi:
+            agent = None
         hosts = ("localhost",) * len(placement.hosts) if self.cfg.local_nodes \
             else placement.hosts
         extra: dict[str, Any] = {
@@ -259,23 +310,30 @@ class Pilot:
         if task.threads_per_rank > 1:
             extra["env"] = {"OMP_NUM_THREADS": str(task.threads_per_rank)}
         pin = placement.gpus[0] if has_gpus and not mpi else None
-        return extra, pin
+        return extra, pin, agent
 
     def _place_backlog(self, pool: WorkerPool) -> None:
         """Start what fits, in claim order; a task that does not fit yet stays, and the ones
         behind it may go first (backfill)."""
         started = []
+        agents = self._agents
         with self._node_lock:
             for task in self._backlog:
-                if not pool.capacity():
+                if not pool.capacity() and not (agents and agents.capacity()):
                     break
                 placement = self.nodes.place(task)
                 if placement is None:
                     continue
-                extra, pin = self._plan(task, placement, pool.has_gpus)
-                if not pool.dispatch(task, extra, pin):
+                extra, pin, agent = self._plan(task, placement, pool.has_gpus)
+                if agent is not None:
+                    sent = agents.dispatch(task, extra, pin, agent)
+                else:
+                    sent = pool.dispatch(task, extra, pin)
+                if not sent:
                     self.nodes.release(placement)
-                    break
+                    if agents is None:
+                        break
+                    continue  # the other pool may still take the tasks behind it
                 self._placed[task.id] = (placement, time.time())
                 started.append(task)
             if started:
@@ -340,21 +398,31 @@ class Pilot:
         pool.watch(self._dispatcher_waker.fileno())
         if self.control_fd is not None:
             pool.watch(self.control_fd)
+        agents = self._agents
+        if agents is not None:
+            pool.watch(agents.fileno())
         while self.stop_reason is None:
             if self._kills:
                 self._kill(pool)
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._end_of_wall_time(pool)
                 break
-            if self._backlog and pool.capacity():
+            if self._backlog and (pool.capacity() or (agents and agents.capacity())):
                 self._place_backlog(pool)
                 self._store_waker.set()  # room in the backlog: the store thread may claim
             # Published before sleeping, for the store thread's claim size and idle timeout.
             self._running = pool.running()
             self.idle = pool.idle() and not self._backlog
+            if agents is not None:
+                self._running += agents.running()
+                self.idle = self.idle and agents.idle()
             timeout = None if self._deadline is None else \
                 max(0.0, self._deadline - time.monotonic())
             outcomes, handback, ready = pool.collect(timeout)
+            if agents is not None and agents.fileno() in ready:
+                done, back = agents.collect()
+                outcomes += done
+                handback += back
             if outcomes or handback:
                 self._ended(outcomes, handback)
             if handback:
@@ -371,8 +439,12 @@ class Pilot:
 
     def _end_of_wall_time(self, pool: WorkerPool) -> None:
         """Stop the runs still going (RUN_TIMEOUT, retried per policy) and stop."""
-        outcomes = pool.kill(None, TaskState.RUN_TIMEOUT,
-                             "stopped at the end of the launcher's wall time")
+        reason = "stopped at the end of the launcher's wall time"
+        outcomes = pool.kill(None, TaskState.RUN_TIMEOUT, reason)
+        if self._agents is not None:
+            # The agents answer over MPI: wait for their outcomes, so that they are written.
+            self._agents.kill(None, TaskState.RUN_TIMEOUT, reason)
+            outcomes += self._agents.wait_idle(STOP_AGENTS_S)[0]
         self._ended(outcomes, [])
         if outcomes:
             log.info("wall time over: %d run(s) stopped", len(outcomes))
@@ -384,6 +456,8 @@ class Pilot:
         with self._lock:
             kills, self._kills = self._kills, set()
         outcomes = pool.kill(kills)
+        if self._agents is not None:
+            self._agents.kill(kills)  # their outcomes come back through collect()
         self._ended(outcomes, [])
         # A claimed task not yet handed to a worker is killed before it starts.
         with self._node_lock:
@@ -402,8 +476,7 @@ class Pilot:
 
     def _store_loop(self, store: Any, lid: int) -> None:
         tags = dict(self.cfg.tags)
-        workers = self.cfg.num_workers
-        target = workers
+        target = self._workers
         rate = 0.0  # tasks finished per second, smoothed
         rate_since = time.monotonic()
         more = True  # the store may hold claimable tasks we have not seen
@@ -412,6 +485,7 @@ class Pilot:
         last_beat = last_sweep = last_kill_check = time.monotonic()
         last_unfit_check = -UNFIT_CHECK_S
         while True:
+            workers = self._workers  # fewer if the agents fail to start
             if (len(self._outcomes) < workers * 4 and self._backlog
                     and len(self._backlog) >= target // 2 and self.stop_reason is None):
                 time.sleep(COALESCE_SECONDS)  # a deliberate delay: see COALESCE_SECONDS
@@ -436,7 +510,7 @@ class Pilot:
                     offer = ClaimOffer(max_nodes=self.nodes.num_nodes, tags=tags,
                                        max_gpus=self._max_node_gpus, max_wall_s=wall_left,
                                        fit=self._fit,
-                                       window=max(CLAIM_WINDOW_FACTOR * want, CLAIM_WINDOW_MIN))
+                                       window=want + CLAIM_LOOKAHEAD)
                     claimed = store.record_and_claim(lid, outcomes, want, offer=offer)
                     self.finished += len(outcomes)
                     now = time.monotonic()
