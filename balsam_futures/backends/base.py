@@ -254,15 +254,22 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         """Move up to ``limit`` claimable tasks that ``offer`` accepts to RUNNING; returns
         their CLAIM_COLUMNS rows (with the state they left) in claim order.  ``already``:
         rows this transaction claimed before, which the fit must count as placed."""
-        values = {"limit": (offer.window or limit) if offer.fit else limit}
+        values = {"limit": limit}
         if offer.max_wall_s is not None:
             values["max_wall"] = offer.max_wall_s
         rows = self._exec(cur, "select_claimable", values, *offer.statement_key()).fetchall()
         if offer.fit is not None and rows:
             # Resource-aware: the launcher says which of the candidates it can start, inside
-            # this transaction, so it never holds work it has no room for.
+            # this transaction, so it never holds work it has no room for.  Usually all the
+            # first ``limit`` fit; if not, look further down the queue (backfill).
             candidates = [*already, *rows]
             chosen = offer.fit([_ClaimRow(r) for r in candidates])
+            if len(chosen) < len(candidates) and offer.window and offer.window > limit:
+                values["limit"] = offer.window
+                rows = self._exec(cur, "select_claimable", values,
+                                  *offer.statement_key()).fetchall()
+                candidates = [*already, *rows]
+                chosen = offer.fit([_ClaimRow(r) for r in candidates])
             rows = [candidates[i] for i in chosen if i >= len(already)][:limit]
         if rows:
             self._exec_many(cur, "mark_claimed", [
@@ -359,13 +366,23 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         if len(kept) != len(outcomes):
             log.warning("launcher %s: %d outcome(s) dropped (task no longer held, or sent "
                         "twice)", launcher_id, len(outcomes) - len(kept))
-        self._exec_many(cur, "insert_runs", [
-            {"task_id": o.task_id, "launcher_id": launcher_id, "hosts": o.run["hosts"],
-             "gpus": o.run["gpus"], "num_nodes": len(o.run["hosts"]), "cores": o.run["cores"],
-             "node_share": o.run["share"], "started_at": o.run["started_at"],
-             "ended_at": o.run["ended_at"], "state": o.path[0].value}
-            for o in kept if o.run is not None
-        ])
+        runs = [o for o in kept if o.run is not None]
+        if runs:
+            # Most runs of a launcher share a few placements: encode each JSON value once.
+            processors = self._stmt("insert_runs").processors
+            encoded: dict[tuple, tuple[str, str]] = {}
+            rows = []
+            for o in runs:
+                key = (tuple(o.run["hosts"]), tuple(map(tuple, o.run["gpus"])))
+                if key not in encoded:
+                    encoded[key] = (processors["hosts"](list(key[0])),
+                                    processors["gpus"]([list(g) for g in key[1]]))
+                hosts, gpus = encoded[key]
+                rows.append({"task_id": o.task_id, "launcher_id": launcher_id, "hosts": hosts,
+                             "gpus": gpus, "num_nodes": len(key[0]), "cores": o.run["cores"],
+                             "node_share": o.run["share"], "started_at": o.run["started_at"],
+                             "ended_at": o.run["ended_at"], "state": o.path[0].value})
+            self._exec_many(cur, "insert_runs", rows, processed=frozenset({"hosts", "gpus"}))
         self._insert_history(cur, [
             {"task_id": o.task_id,
              "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,

@@ -30,6 +30,7 @@ agents' relay thread wakes it through a descriptor the pool watches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -73,6 +74,9 @@ POLL_MIN = 0.001
 POLL_MAX = 0.05
 #: Kill requests are looked for whenever the store reports a change, and at least this often.
 KILL_POLL = 0.5
+#: ... but not more often than this: under a stream of submissions the store changes on every
+#: loop, and a kill query per loop was a tenth of the launcher's time per no-op task.
+KILL_POLL_MIN = 0.05
 #: With a store that announces changes, the longest sleep between looks at the store anyway
 #: (a lost notification costs at most this much latency).
 NOTIFY_FALLBACK_POLL = 1.0
@@ -303,8 +307,8 @@ class Pilot:
             else placement.hosts
         extra: dict[str, Any] = {
             "hosts": hosts, "gpu_ids": placement.gpus, "mpi_launcher": self._mpi_name,
-            "resources": Resources(task.num_nodes, task.ranks_per_node, task.threads_per_rank,
-                                   task.gpus_per_rank, task.node_packing_count),
+            "resources": _resources(task.num_nodes, task.ranks_per_node, task.threads_per_rank,
+                                    task.gpus_per_rank, task.node_packing_count),
             "mpi": mpi, "python_on_ranks": mpi and task.kind == "python",
         }
         if task.threads_per_rank > 1:
@@ -337,8 +341,15 @@ class Pilot:
                 self._placed[task.id] = (placement, time.time())
                 started.append(task)
             if started:
-                ids = {t.id for t in started}
-                self._backlog = deque(t for t in self._backlog if t.id not in ids)
+                # Usually the started tasks are the head of the backlog: pop them (rebuilding
+                # the whole backlog per pass cost a tenth of the launcher's time on no-ops).
+                k = 0
+                while k < len(started) and self._backlog and self._backlog[0] is started[k]:
+                    self._backlog.popleft()
+                    k += 1
+                if k < len(started):
+                    ids = {t.id for t in started[k:]}
+                    self._backlog = deque(t for t in self._backlog if t.id not in ids)
 
     def _ended(self, outcomes: list[TaskOutcome], handback: Sequence[ClaimedTask]) -> None:
         """Release the placements of finished runs (and of runs handed back), and attach
@@ -528,7 +539,8 @@ class Pilot:
                     if outcomes or claimed:
                         self._last_activity = time.monotonic()
                 now = time.monotonic()
-                if ((news or now - last_kill_check >= KILL_POLL)
+                since_kill_check = now - last_kill_check
+                if (((news and since_kill_check >= KILL_POLL_MIN) or since_kill_check >= KILL_POLL)
                         and (self._running or self._backlog)):
                     last_kill_check = now
                     kills = store.kill_requests(lid)
@@ -573,6 +585,12 @@ class Pilot:
                     # The store announces changes (PostgreSQL NOTIFY): sleep until one comes,
                     # polling only as a fallback and for heartbeats.
                     self._store_waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
+
+
+@functools.lru_cache(maxsize=256)
+def _resources(*fields: int) -> Resources:
+    """One Resources object per shape: most tasks of a campaign share a few."""
+    return Resources(*fields)
 
 
 def run_launcher(db_url: str, cfg: LauncherConfig, *, control_fd: int | None = None,

@@ -54,8 +54,8 @@ class Placement:
 
     def as_record(self) -> dict:
         """The JSON-able form kept in the execution profile (``bf_runs``)."""
-        return {"hosts": list(self.hosts), "gpus": [list(g) for g in self.gpus],
-                "cores": self.cores, "share": self.fraction}
+        return {"hosts": self.hosts, "gpus": self.gpus, "cores": self.cores,
+                "share": self.fraction}
 
 
 class _Node:
