@@ -30,7 +30,9 @@ AGENT_NODES = {"local1", "local2"}
 def report(started=None, gate=None):
     """Who ran this task; with ``gate``, first say so in ``started`` and wait for the gate."""
     if started:
-        Path(started).write_text(str(os.getpid()))
+        # Written then renamed: the test reads the pid as soon as the file appears.
+        Path(started + ".part").write_text(str(os.getpid()))
+        os.replace(started + ".part", started)
     while gate and not os.path.exists(gate):
         time.sleep(0.005)
     with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
