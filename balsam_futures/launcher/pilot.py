@@ -218,7 +218,7 @@ class Pilot:
         specs = self._node_specs()
         self.nodes = NodePool(specs)
         self._mpi_name = self._mpi_launcher_name()
-        head = socket.gethostname().split(".")[0]
+        head = _head_name()
         # Runs on the launcher's own node may use warm workers; others go through MPI.
         self._head_nodes = {i for i, spec in enumerate(specs)
                             if self.cfg.local_nodes or spec.hostname.split(".")[0] == head}
@@ -585,6 +585,15 @@ class Pilot:
                     # The store announces changes (PostgreSQL NOTIFY): sleep until one comes,
                     # polling only as a fallback and for heartbeats.
                     self._store_waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
+
+
+def _head_name() -> str:
+    """This node's name as the batch system lists it (short form).
+
+    Slurm names a node in its node list by its NodeName, which need not be the host name;
+    slurmd tells each job step which node it is on.
+    """
+    return (os.environ.get("SLURMD_NODENAME") or socket.gethostname()).split(".")[0]
 
 
 @functools.lru_cache(maxsize=256)

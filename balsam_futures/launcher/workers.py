@@ -35,6 +35,9 @@ from ..tasks import TaskState, outcome_path
 log = logging.getLogger(__name__)
 
 _WORKER_CODE = "from balsam_futures.launcher.worker import main; main()"
+#: How long an MPI launcher has, after SIGTERM, to stop its ranks before its process group is
+#: killed outright (srun and hydra forward the signal and wait for the ranks to exit).
+MPI_KILL_GRACE_S = 5.0
 
 
 @dataclass
@@ -47,6 +50,10 @@ class _Worker:
     queue: deque[ClaimedTask] = field(default_factory=deque)
     started_at: float = 0.0  # monotonic time the task at the head of ``queue`` began
     done: int = 0
+    #: Its run went through an MPI launcher (mpiexec, srun...), which must be stopped with a
+    #: signal it can forward: ranks on other nodes (and srun's, under slurmstepd) are not in
+    #: the worker's process group.
+    mpi_run: bool = False
 
 
 def split_gpus(gpu_ids: Sequence[str], num_workers: int) -> list[tuple[str, ...]]:
@@ -82,6 +89,7 @@ class WorkerPool:
         self.has_gpus = bool(gpu_ids)
         self._initial_gpus = split_gpus(gpu_ids, num_workers)
         self.workers: list[_Worker] = []
+        self._doomed: list[tuple[int, float]] = []  # (process group, SIGKILL time)
         self.host = socket.gethostname()
         # One selector for the pool's life: building one per wait (as
         # multiprocessing.connection.wait does) cost more than the rest of a no-op task.
@@ -136,11 +144,19 @@ class WorkerPool:
         """Stop every worker; returns the tasks they had not finished (running and queued)."""
         unfinished: list[ClaimedTask] = []
         for w in self.workers:
+            graceful = bool(w.queue) and w.mpi_run
             unfinished.extend(w.queue)
             w.queue.clear()
-            self._kill(w)
+            self._kill(w, graceful=graceful)
         self.workers.clear()
         self._sel.close()
+        # MPI runs had their SIGTERM: give them their grace (bounded), then kill what is left.
+        if self._doomed:
+            until = max(deadline for _, deadline in self._doomed)
+            while self._doomed and time.monotonic() < until:
+                self._doomed = [(g, d) for g, d in self._doomed if _group_alive(g)]
+                time.sleep(0.05)
+            self._reap_doomed(now=float("inf"))
         return unfinished
 
     def _forget(self, w: _Worker) -> None:
@@ -148,17 +164,39 @@ class WorkerPool:
             self._sel.unregister(w.conn.fileno())
             w.conn.close()
 
-    def _kill(self, w: _Worker) -> int | None:
+    def _kill(self, w: _Worker, graceful: bool = False) -> int | None:
+        """Kill a worker's whole process group; with ``graceful`` (an MPI run), SIGTERM first,
+        so that the MPI launcher stops its ranks, and SIGKILL after MPI_KILL_GRACE_S (done by
+        ``collect``, so the dispatcher does not wait)."""
+        sig = signal.SIGTERM if graceful else signal.SIGKILL
         try:
-            os.killpg(w.proc.pid, signal.SIGKILL)
+            os.killpg(w.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        if graceful:
+            self._doomed.append((w.proc.pid, time.monotonic() + MPI_KILL_GRACE_S))
         self._forget(w)
         try:
             return w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
+            if graceful:
+                return self._kill(w)
             log.error("worker pid %d did not exit after SIGKILL", w.proc.pid)
             return None
+
+    def _reap_doomed(self, now: float | None = None) -> None:
+        """SIGKILL the process groups of MPI runs whose grace after SIGTERM is over."""
+        now = time.monotonic() if now is None else now
+        keep = []
+        for pgid, deadline in self._doomed:
+            if now < deadline:
+                keep.append((pgid, deadline))
+                continue
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._doomed = keep
 
     def _retire(self, w: _Worker) -> None:
         """Ask an idle worker to exit (max_tasks_per_child reached) and start another."""
@@ -222,6 +260,7 @@ class WorkerPool:
             return False
         w.started_at = time.monotonic()
         w.queue.append(task)
+        w.mpi_run = bool(extra.get("mpi"))
         context = {"name": task.name, "tags": task.tags, "data": task.data,
                    "launcher_id": self.launcher_id, "workdir": task.workdir,
                    **self.context, **extra}
@@ -257,6 +296,12 @@ class WorkerPool:
         outcomes: list[TaskOutcome] = []
         handback: list[ClaimedTask] = []
         extra_ready = []
+        if self._doomed:
+            self._reap_doomed()
+            first = min(deadline for _, deadline in self._doomed) if self._doomed else None
+            if first is not None:
+                wait = max(first - time.monotonic(), 0.0)
+                timeout = wait if timeout is None else min(timeout, wait)
         for key, _mask in self._sel.select(timeout):
             if key.data is None:
                 extra_ready.append(key.fd)
@@ -310,7 +355,7 @@ class WorkerPool:
             if now - w.started_at < task.wall_time_s:
                 continue
             w.queue.popleft()
-            self._kill(w)  # its whole process group: what the task started goes too
+            self._kill(w, graceful=w.mpi_run)  # its process group: what the task started too
             err = TaskTimeout(f"task {task.id} ran past its timeout of {task.wall_time_s:g} s "
                               "and was stopped", task_id=task.id)
             outcomes.append(self._lost(task, TaskState.RUN_TIMEOUT, err,
@@ -327,7 +372,7 @@ class WorkerPool:
         for w in list(self.workers):
             if w.queue and (task_ids is None or w.queue[0].id in task_ids):
                 task = w.queue.popleft()
-                self._kill(w)
+                self._kill(w, graceful=w.mpi_run)
                 if run_state is TaskState.KILLED:
                     err: Exception = TaskKilled(f"task {task.id} was {reason}", task_id=task.id)
                 else:
@@ -348,6 +393,14 @@ class WorkerPool:
         handback.extend(w.queue)
         w.queue.clear()
         self.workers[self.workers.index(w)] = self._spawn(w.gpus)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def pack_initializer(initializer, initargs) -> bytes | None:

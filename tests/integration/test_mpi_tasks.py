@@ -179,3 +179,35 @@ def test_mpi_job_mode_starts_one_rank_tasks_through_mpiexec(site_dir):
         finally:
             stop(launcher)
     assert (rank, gathered) == (0, [0])
+
+
+def rank_pids_then_sleep(directory):
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    with open(os.path.join(directory, f"rank-{rank}.part"), "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(os.path.join(directory, f"rank-{rank}.part"),
+               os.path.join(directory, f"rank-{rank}"))
+    time.sleep(600)
+
+
+def test_kill_of_an_mpi_task_stops_every_rank(make_executor, tmp_path):
+    from processes import alive, wait_for_file
+
+    from balsam_futures import TaskKilled
+
+    ex = make_executor(max_workers=2, gpus=0)
+    fut = ex.options(resources=Resources(ranks_per_node=2)).submit(rank_pids_then_sleep,
+                                                                   str(tmp_path))
+    for rank in (0, 1):
+        wait_for_file(tmp_path / f"rank-{rank}", timeout=60)
+    pids = [int((tmp_path / f"rank-{r}").read_text()) for r in (0, 1)]
+    assert all(alive(p) for p in pids)
+    assert fut.kill() is True
+    with pytest.raises(TaskKilled):
+        fut.result(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, "a rank outlived its killed task"
+        time.sleep(0.05)
