@@ -321,9 +321,10 @@ class Pilot:
         behind it may go first (backfill)."""
         started = []
         agents = self._agents
+        room = pool.capacity() + (agents.capacity() if agents else 0)
         with self._node_lock:
             for task in self._backlog:
-                if not pool.capacity() and not (agents and agents.capacity()):
+                if room <= 0:
                     break
                 placement = self.nodes.place(task)
                 if placement is None:
@@ -340,6 +341,7 @@ class Pilot:
                     continue  # the other pool may still take the tasks behind it
                 self._placed[task.id] = (placement, time.time())
                 started.append(task)
+                room -= 1
             if started:
                 # Usually the started tasks are the head of the backlog: pop them (rebuilding
                 # the whole backlog per pass cost a tenth of the launcher's time on no-ops).
@@ -372,8 +374,13 @@ class Pilot:
         """Which claim candidates to take (called inside the claim transaction)."""
         with self._node_lock:
             fits = []
+            verdicts: dict[tuple, str | None] = {}  # most candidates share a few shapes
             for i, row in enumerate(rows):
-                reason = self.nodes.never_fits(row)
+                shape = (row.num_nodes, row.ranks_per_node, row.threads_per_rank,
+                         row.gpus_per_rank, row.node_packing_count)
+                if shape not in verdicts:
+                    verdicts[shape] = self.nodes.never_fits(row)
+                reason = verdicts[shape]
                 if reason is None:
                     fits.append(i)
                 elif row.id not in self._warned:
