@@ -10,48 +10,24 @@ from __future__ import annotations
 
 import os
 import pwd
-import select
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from schedtools import wait_until
 
 from balsam_futures.backends import open_store
 from balsam_futures.sitedir import open_site
 
-#: The launcher's command line using only the options every launcher version has; used while
-#: the launcher lacks the batch options of the packaged template (--job-mode, --wall-time-min,
-#: --platform, --mpi-launcher, --batch-job-id).
-PLAIN_LAUNCHER_TEMPLATE = (
-    "{{ python | q }} -m balsam_futures launcher --site {{ site | q }}"
-    "{% if workers %} -n {{ workers }}{% endif %}"
-    "{% if idle_timeout is not none %} --idle-timeout {{ idle_timeout }}{% endif %}"
-    "{% for key, value in filter_tags | dictsort %} --tag {{ (key ~ '=' ~ value) | q }}"
-    "{% endfor %}\n"
-)
-
-
-def launcher_has_batch_options() -> bool:
-    from click.testing import CliRunner
-
-    from balsam_futures.cli import main
-
-    return "--batch-job-id" in CliRunner().invoke(main, ["launcher", "--help"]).output
-
 
 @pytest.fixture
 def job_site(tmp_path):
-    """A site whose batch jobs run a real launcher (the packaged launcher line where the
-    launcher has the batch options, else the plain one as a site template override)."""
+    """A site whose batch jobs run a real launcher (the packaged templates)."""
     site = open_site(tmp_path / "site")
-    if not launcher_has_batch_options():
-        (site.path / "templates").mkdir()
-        (site.path / "templates" / "launcher.sh.j2").write_text(PLAIN_LAUNCHER_TEMPLATE)
     yield site
     # A failed test may leave a local launcher running (one without an idle timeout).
     from balsam_futures.schedulers.local import LocalScheduler, _alive
@@ -76,46 +52,11 @@ def executor(job_site):
     ex.shutdown(wait=False, cancel_futures=True)
 
 
-def cli(*args, env=None) -> tuple[int, str]:
-    """Run ``balsam-futures ARGS`` in process; returns its exit code and output."""
-    from click.testing import CliRunner
-
-    from balsam_futures.cli import main
-
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
-    return result.exit_code, result.output
-
-
 @pytest.fixture
 def job_store(job_site):
     store = open_store(job_site.db_url)
     yield store
     store.close()
-
-
-def wait_pid_exit(pid: int, timeout: float = 30.0) -> None:
-    """Block until process ``pid`` (not necessarily our child) exits: a pidfd becomes
-    readable then (Linux 5.3+)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, f"process {pid} still runs after {timeout} s"
-    finally:
-        os.close(fd)
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = ""):
-    """Poll ``predicate`` (a scheduler's view, which has no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        time.sleep(interval)
 
 
 # -- a real Slurm cluster ---------------------------------------------------------------------

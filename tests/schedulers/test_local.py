@@ -8,7 +8,7 @@ import os
 import sqlite3
 
 import pytest
-from conftest import cli, launcher_has_batch_options, wait_pid_exit
+from schedtools import cli, wait_pid_exit
 
 from balsam_futures.schedulers.base import BatchJobRequest, BatchJobState
 from balsam_futures.schedulers.manager import BatchJobManager
@@ -42,11 +42,9 @@ def test_local_job_runs_tasks_from_the_store(job_site, job_store, executor):
     assert ended["state"] == "FINISHED" and ended["ended_at"] >= ended["started_at"]
     log = (job_site.logs_dir / f"batch-job-{job['id']}.log").read_text()
     assert "launcher finished 6 task(s)" in log
-    if launcher_has_batch_options():
-        # The launcher records the batch job it runs in.
-        with sqlite3.connect(job_site.db_path) as db:
-            assert db.execute("SELECT batch_job_id FROM bf_launchers").fetchall() == [
-                (job["id"],)]
+    # The launcher records the batch job it runs in.
+    with sqlite3.connect(job_site.db_path) as db:
+        assert db.execute("SELECT batch_job_id FROM bf_launchers").fetchall() == [(job["id"],)]
 
 
 def test_local_job_removed_stops_its_launcher(job_site, job_store):

@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from conftest import cli, wait_until
+from schedtools import cli, wait_until
 
 from balsam_futures.schedulers.base import BatchJobRequest
 from balsam_futures.schedulers.manager import BatchJobManager

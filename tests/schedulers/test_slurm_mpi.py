@@ -4,24 +4,15 @@ launcher's process groups, so killing a task must go through srun."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
-from conftest import cli
+from processes import alive
+from schedtools import cli
 
 from balsam_futures import BalsamExecutor, Resources, ShellApp, TaskKilled
 
 pytestmark = [pytest.mark.slurm, pytest.mark.mpi, pytest.mark.timeout(120)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[1].split()[0] != "Z"
 
 
 def test_srun_task_runs_and_its_kill_stops_the_rank(slurm_cluster, tmp_path):

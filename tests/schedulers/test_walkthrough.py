@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from conftest import cli
+from schedtools import cli
 
 from balsam_futures import BalsamExecutor
 
