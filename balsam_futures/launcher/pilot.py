@@ -9,7 +9,7 @@
 Two threads so that neither waits for the other: the dispatcher hands the next claimed task
 to a worker the moment it answers, while the store thread writes outcomes and claims the
 next tasks in one transaction (SQLite and psycopg2 release the GIL while they work).  The
-backlog is small (BACKLOG_PER_WORKER), because a claimed task can no longer be cancelled.
+backlog is small (BACKLOG_SECONDS of work), because a claimed task can no longer be cancelled.
 Only the store thread talks to the store.
 
 Resources: the launcher's nodes are a ``NodePool`` (resources.py).  A claim is resource-aware:
