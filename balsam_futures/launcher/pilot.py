@@ -179,6 +179,7 @@ class Pilot:
         self._claim_want = 0
         self._claim_depth = 1
         self._agents: AgentPool | None = None
+        self._signalled: str | None = None  # set by the signal handler
         self._workers = cfg.num_workers  # the head's workers and the agents'
 
     # -- control -----------------------------------------------------------------------------
@@ -191,8 +192,15 @@ class Pilot:
         self._store_waker.set()
 
     def _install_signals(self) -> None:
+        """SIGTERM/SIGINT (the batch system ending the job, Ctrl-C): the dispatcher stops the
+        runs still going as RUN_TIMEOUT, which are retried per their policy, writes their
+        outcomes, then stops."""
+        def handler(sig: int, _frame: Any) -> None:
+            self._signalled = signal.Signals(sig).name
+            self._dispatcher_waker.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda s, _f: self.request_stop(signal.Signals(s).name))
+            signal.signal(sig, handler)
 
     # -- main --------------------------------------------------------------------------------
 
@@ -422,8 +430,13 @@ class Pilot:
         while self.stop_reason is None:
             if self._kills:
                 self._kill(pool)
+            if self._signalled is not None:
+                self._stop_runs(pool, f"stopped: the launcher received {self._signalled}",
+                                self._signalled)
+                break
             if self._deadline is not None and time.monotonic() >= self._deadline:
-                self._end_of_wall_time(pool)
+                self._stop_runs(pool, "stopped at the end of the launcher's wall time",
+                                f"wall time of {self.cfg.wall_time_min:g} min over")
                 break
             if self._backlog and (pool.capacity() or (agents and agents.capacity())):
                 self._place_backlog(pool)
@@ -455,9 +468,10 @@ class Pilot:
             if self.control_fd in ready and os.read(self.control_fd, 4096) == b"":
                 self.request_stop("the executor that started it exited")
 
-    def _end_of_wall_time(self, pool: WorkerPool) -> None:
-        """Stop the runs still going (RUN_TIMEOUT, retried per policy) and stop."""
-        reason = "stopped at the end of the launcher's wall time"
+    def _stop_runs(self, pool: WorkerPool, reason: str, stop_reason: str) -> None:
+        """Stop the runs still going (RUN_TIMEOUT, retried per policy), hand their outcomes
+        to the store thread, then stop (outcomes first: the store thread writes what it has
+        before it ends)."""
         outcomes = pool.kill(None, TaskState.RUN_TIMEOUT, reason)
         if self._agents is not None:
             # The agents answer over MPI: wait for their outcomes, so that they are written.
@@ -465,10 +479,10 @@ class Pilot:
             outcomes += self._agents.wait_idle(STOP_AGENTS_S)[0]
         self._ended(outcomes, [])
         if outcomes:
-            log.info("wall time over: %d run(s) stopped", len(outcomes))
+            log.info("%s: %d run(s) stopped", stop_reason, len(outcomes))
             with self._lock:
                 self._outcomes.extend(outcomes)
-        self.request_stop(f"wall time of {self.cfg.wall_time_min:g} min over")
+        self.request_stop(stop_reason)
 
     def _kill(self, pool: WorkerPool) -> None:
         with self._lock:

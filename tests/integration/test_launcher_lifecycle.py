@@ -47,3 +47,30 @@ def test_wall_time_stops_runs_as_run_timeout_and_requeues_them(site_dir):
         # A task whose own wall time could not fit was never claimed.
         assert states[too_long.task_id] == "READY"
         ex.cancel_pending()
+
+
+def test_sigterm_stops_runs_as_run_timeout_and_requeues_them(site_dir):
+    from balsam_futures.launcher.process import worker_python_path
+
+    with BalsamExecutor(site=site_dir, launcher=False) as ex:
+        long_run = ex.submit(sleep_then_return, 120)
+        ex.flush()
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "balsam_futures", "launcher", "--site", str(site_dir),
+             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": worker_python_path()})
+        try:
+            deadline = time.monotonic() + 30
+            while next(iter(ex.tasks()))["state"] != "RUNNING":
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.05)
+            launcher.terminate()  # what a batch system does at the end of a job
+            out, _ = launcher.communicate(timeout=30)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+        assert launcher.returncode == 0, out
+        history = ex.store.history(long_run.task_id)
+        assert [h["to_state"] for h in history][-2:] == ["RUN_TIMEOUT", "RESTART_READY"]
+        assert "the launcher received SIGTERM" in history[-2]["message"]
+        ex.cancel_pending()
