@@ -122,3 +122,18 @@ def test_random_place_and_release_never_over_commits():
             assert cores[n.hostname] <= n.cores
             assert len(gpus[n.hostname]) == len(set(gpus[n.hostname])) <= 4  # none shared
             assert whole[n.hostname] == 0 or runs[n.hostname] == 1  # whole means alone
+
+
+def test_one_node_fit_by_arithmetic_matches_the_simulation():
+    rng = random.Random(3)
+    shapes = [Resources(), Resources(gpus_per_rank=1), Resources(ranks_per_node=3),
+              Resources(node_packing_count=2), Resources(threads_per_rank=2, gpus_per_rank=2),
+              Resources(num_nodes=2)]
+    for _ in range(300):
+        p = NodePool([NodeSpec("n0", rng.randint(1, 8), tuple(map(str, range(rng.randint(0, 4)))))])
+        for _ in range(rng.randint(0, 3)):
+            p.place(rng.choice(shapes[:5]))
+        needs = [rng.choice(shapes) for _ in range(rng.randint(0, 12))]
+        pending = [rng.choice(shapes[:5]) for _ in range(rng.randint(0, 4))]
+        depth = rng.randint(1, 3)
+        assert p._fit_one_node(needs, pending, depth) == p._fit_simulated(needs, pending, depth)
