@@ -895,6 +895,15 @@ def render_table(runner: Runner) -> str:
     return "\n".join([fmt(header), rule, *(fmt(c) for c in lines)])
 
 
+def load_average_line(m: dict) -> str:
+    """The machine's load at the start and (read now) at the end of the run."""
+    line = f"load average at start: {m['loadavg_at_start']}"
+    with contextlib.suppress(OSError, AttributeError):
+        m["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        line += f", at end: {m['loadavg_at_end']}"
+    return line + " (other load on the machine skews every figure)"
+
+
 def render_report(runner: Runner) -> str:
     m = runner.machine
     out = [
@@ -907,7 +916,7 @@ def render_report(runner: Runner) -> str:
         f"sqlite {m['sqlite']}, multiprocessing start method {m['mp_start_method']}",
     ]
     if "loadavg_at_start" in m:
-        out.append(f"load average at start: {m['loadavg_at_start']}")
+        out.append(load_average_line(m))
     out.append(f"workers per peer: {MAX_WORKERS}; time limit per workload: {runner.limit:g} s")
     out.append("peers:")
     for r in runner.results.values():

@@ -600,11 +600,7 @@ def render_report(args, machine, results) -> str:
                    f"synchronous_commit={s.get('synchronous_commit')}, "
                    f"shared_buffers={s.get('shared_buffers')}, status {s.get('status')}")
     if "loadavg_at_start" in m:
-        line = f"load average at start: {m['loadavg_at_start']}"
-        with contextlib.suppress(OSError, AttributeError):
-            m["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-            line += f", at end: {m['loadavg_at_end']}"
-        out.append(line + " (other load on the machine skews every figure)")
+        out.append(bx.load_average_line(m))
     notes = []
     if "shell" in results:
         out += ["", fmt_table(["shell tasks", "value", "target", "met"],

@@ -707,11 +707,7 @@ def render_report(b: Bench) -> str:
             f"shared_buffers={srv['shared_buffers']}; data in {m.get('tmp_filesystem')}"
         )
     if "loadavg_at_start" in m:
-        line = f"load average at start: {m['loadavg_at_start']}"
-        with contextlib.suppress(OSError, AttributeError):
-            m["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-            line += f", at end: {m['loadavg_at_end']}"
-        out.append(line + " (other load on the machine skews every figure)")
+        out.append(bx.load_average_line(m))
     out.append(f"balsam_futures: {b.balsam_version}")
     out.append(
         f"time limit per measurement: {b.limit:g} s; round trips with max_workers={MAX_WORKERS}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from .. import config
@@ -60,38 +58,25 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, n
              cores_per_node, gpus_per_node, job_mode, mpi_launcher, wall_time_min,
              batch_job_id, agents) -> None:
     """Start a launcher here: claim tasks from the store and run them until stopped."""
-    from ..launcher.nodes import detect_node_list, discover_nodes
+    from ..launcher.allocation import default_workers, find_allocation
     from ..launcher.pilot import LauncherConfig, run_launcher
     from ..sitedir import open_site
 
+    if num_nodes is not None and platform not in (None, "local"):
+        raise click.UsageError("--nodes is for the local platform; a batch system says how "
+                               "many nodes the allocation has")
     try:
         the_site = open_site(site)
-        name = platform or detect_node_list(os.environ).name
-        shaped = num_nodes is not None or cores_per_node is not None or \
-            gpus_per_node is not None or name != "local"
-        nodes = None
-        if shaped:
-            shape = {"cores_per_node": cores_per_node, "gpus_per_node": gpus_per_node}
-            if name == "local":
-                shape["nodes"] = num_nodes or 1
-            elif num_nodes is not None:
-                raise click.UsageError("--nodes is for the local platform; a batch system "
-                                       "says how many nodes the allocation has")
-            nodes = discover_nodes(name=name, **shape)
+        nodes, local = find_allocation(platform, num_nodes=num_nodes,
+                                       cores_per_node=cores_per_node,
+                                       gpus_per_node=gpus_per_node)
         if workers is None:
-            if nodes is None:
-                workers = os.cpu_count() or 1
-            elif job_mode == "mpi":
-                workers = min(sum(n.cores for n in nodes), 16 * len(nodes))
-            else:
-                # With agents, the other virtual nodes have workers of their own.
-                workers = sum(n.cores for n in nodes) if name == "local" and not agents \
-                    else nodes[0].cores
+            workers = default_workers(nodes, local, job_mode, agents)
         cfg = LauncherConfig(num_workers=workers,
                              tags=parse_tags(tags), idle_timeout=idle_timeout,
                              lease_seconds=lease, site=str(the_site.path),
                              gpu_ids=None if gpus is None else tuple(map(str, range(gpus))),
-                             nodes=nodes, local_nodes=name == "local", job_mode=job_mode,
+                             nodes=nodes, local_nodes=local, job_mode=job_mode,
                              mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
                              batch_job_id=batch_job_id, agents=agents)
         count = run_launcher(db_url or the_site.db_url, cfg)

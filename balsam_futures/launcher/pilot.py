@@ -49,7 +49,7 @@ from ..backends.base import ClaimedTask, TaskOutcome
 from ..errors import StoreError, TaskKilled
 from ..tasks import Resources, TaskState
 from .agents import AgentPool
-from .nodes import NodeSpec
+from .nodes import NodeSpec, this_node_name
 from .resources import NodePool, Placement
 from .workers import WorkerPool
 
@@ -225,7 +225,7 @@ class Pilot:
         specs = self._node_specs()
         self.nodes = NodePool(specs)
         self._mpi_name = self._mpi_launcher_name()
-        head = _head_name()
+        head = this_node_name()
         # Runs on the launcher's own node may use warm workers; others go through MPI.
         self._head_nodes = {i for i, spec in enumerate(specs)
                             if self.cfg.local_nodes or spec.hostname.split(".")[0] == head}
@@ -607,15 +607,6 @@ class Pilot:
                     # The store announces changes (PostgreSQL NOTIFY): sleep until one comes,
                     # polling only as a fallback and for heartbeats.
                     self._store_waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
-
-
-def _head_name() -> str:
-    """This node's name as the batch system lists it (short form).
-
-    Slurm names a node in its node list by its NodeName, which need not be the host name;
-    slurmd tells each job step which node it is on.
-    """
-    return (os.environ.get("SLURMD_NODENAME") or socket.gethostname()).split(".")[0]
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from gated import GATE_BOUND_S, POLL_S, signal_then_wait_for_gate, wait_for_gate
 
 import balsam_futures
 from balsam_futures import BalsamExecutor, TaskState
@@ -42,9 +43,7 @@ except ImportError:  # pragma: no cover - psutil is in the test environment
 
 pytestmark = pytest.mark.timeout(90)
 
-GATE_BOUND_S = 30.0
 RESULT_TIMEOUT_S = 30.0
-POLL_S = 0.005
 
 S = TaskState
 DONE_PATH = [S.RUNNING, S.RUN_DONE, S.JOB_FINISHED]
@@ -56,30 +55,12 @@ ERROR_PATH = [S.RUNNING, S.RUN_ERROR, S.FAILED]
 # --------------------------------------------------------------------------------------------
 
 
-class GateNeverOpened(RuntimeError):
-    pass
-
-
 class InitializerFailure(Exception):
     pass
 
 
 def identity(x):
     return x
-
-
-def wait_for_gate(gate, value=None):
-    deadline = time.monotonic() + GATE_BOUND_S
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise GateNeverOpened(gate)
-        time.sleep(POLL_S)
-    return value
-
-
-def signal_then_wait_for_gate(started, gate, value=None):
-    Path(started).touch()
-    return wait_for_gate(gate, value)
 
 
 def exit_process(code):
@@ -527,13 +508,7 @@ def test_tasks_without_launcher_wait_for_a_separate_launcher(make_executor, site
     assert done == set()
     assert ex.store.count_by_state() == {"READY": 4}
 
-    try:
-        importlib.import_module("balsam_futures.cli")
-    except ImportError as exc:
-        pytest.skip(f"balsam_futures.cli cannot be imported, so no separate launcher: {exc}")
-
-    # ``python -m balsam_futures`` is the ``balsam-futures`` command (the cli package has no __main__
-    # block, so ``python -m balsam_futures.cli`` would exit at once without running anything).
+    # ``python -m balsam_futures`` is the ``balsam-futures`` command.
     launcher = subprocess.Popen(
         [sys.executable, "-m", "balsam_futures", "launcher", "--site", str(site_dir),
          "--workers", "2", "--idle-timeout", "1"],
@@ -553,10 +528,6 @@ def test_tasks_without_launcher_wait_for_a_separate_launcher(make_executor, site
 
 
 def test_separate_launcher_with_nothing_to_run_stops_after_idle_timeout(site_dir):
-    try:
-        importlib.import_module("balsam_futures.cli")
-    except ImportError as exc:
-        pytest.skip(f"balsam_futures.cli cannot be imported, so no separate launcher: {exc}")
     launcher = subprocess.Popen(
         [sys.executable, "-m", "balsam_futures", "launcher", "--site", str(site_dir),
          "--workers", "1", "--idle-timeout", "1"],

@@ -29,9 +29,9 @@ from concurrent.futures import (
     as_completed,
     wait,
 )
-from pathlib import Path
 
 import pytest
+from gated import POLL_S, signal_then_wait_for_gate, wait_for_gate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,11 +44,9 @@ balsam_only = pytest.mark.skipif(
     PEER_IS_PROCESS_POOL, reason="BalsamExecutor-specific behaviour, not ProcessPoolExecutor's"
 )
 
-# How long a task waits for its gate before giving up (it then raises, so the test fails rather
-# than hangs), and how long the test side waits for anything a task signals.
-GATE_BOUND_S = 30.0
+# How long the test side waits for anything a task signals (gated tasks give up after
+# gated.GATE_BOUND_S, so a test fails rather than hangs).
 RESULT_TIMEOUT_S = 30.0
-POLL_S = 0.005
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,10 +64,6 @@ class SpecificTaskError(TaskError):
 
 class CallbackError(Exception):
     """Raised by done-callbacks."""
-
-
-class GateNeverOpened(RuntimeError):
-    pass
 
 
 _INIT_VALUE = None
@@ -110,20 +104,6 @@ def _innermost_remote_raiser(message):
 
 def outer_remote_function(message):
     _innermost_remote_raiser(message)
-
-
-def wait_for_gate(gate, value=None):
-    deadline = time.monotonic() + GATE_BOUND_S
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise GateNeverOpened(gate)
-        time.sleep(POLL_S)
-    return value
-
-
-def signal_then_wait_for_gate(started, gate, value=None):
-    Path(started).touch()
-    return wait_for_gate(gate, value)
 
 
 def value_or_wait_for_gate(value, gate):

@@ -174,15 +174,19 @@ def detect_launcher(environ: Mapping[str, str], which: Callable[[str], str | Non
                     name: str | None = None) -> MpiLauncher:
     """The launcher for this allocation: ``name`` if given, else chosen from the environment.
 
-    The one place that guesses. Order: a flux instance (FLUX_URI) wins, since flux may itself run
-    inside Slurm; then Slurm (SLURM_JOB_ID); then Cray ALPS (``aprun`` on PATH); else hydra
-    ``mpiexec``. PALS (Polaris/Aurora) looks like MPICH from the environment, so it is chosen by
-    name only.
+    The one place that guesses. The batch system is the one ``launcher.nodes`` detects (the
+    only code that reads the schedulers' variables): a flux instance wins, since flux may
+    itself run inside Slurm; then Slurm (srun); then Cray ALPS (``aprun`` on PATH); else
+    hydra ``mpiexec``. PALS (Polaris/Aurora) looks like MPICH from the environment, so it is
+    chosen by name only.
     """
     if name is None:
-        if environ.get("FLUX_URI"):
+        from ..nodes import detect_node_list
+
+        system = detect_node_list(environ).name
+        if system == "flux":
             name = "flux"
-        elif environ.get("SLURM_JOB_ID"):
+        elif system == "slurm":
             name = "srun"
         elif which("aprun"):
             name = "aprun"

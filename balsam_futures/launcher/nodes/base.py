@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -104,6 +105,12 @@ class NodeList(ABC):
         return any(environ.get(v) for v in cls.job_variables)
 
     @classmethod
+    def this_node(cls, environ: Mapping[str, str]) -> str:
+        """The name this batch system's node list gives the node this process runs on
+        (short form): the host name, unless the system says otherwise."""
+        return socket.gethostname().split(".")[0]
+
+    @classmethod
     @abstractmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,
                  gpus_per_node: int | None = None,
@@ -120,6 +127,19 @@ def node_list_class(name: str) -> type[NodeList]:
         raise ValueError(f"unknown node list {name!r}; valid names: {', '.join(DETECTION_ORDER)}")
     module = importlib.import_module(f"{__package__}.{name}")
     return getattr(module, _CLASS_NAMES[name])
+
+
+def this_node_name(environ: Mapping[str, str] | None = None) -> str:
+    """This node's name as the detected batch system lists it (short form)."""
+    environ = os.environ if environ is None else environ
+    return detect_node_list(environ).this_node(environ)
+
+
+def specs_from_slots(slots: Mapping[str, int], cores_per_node: int | None,
+                     gpus: Sequence[str]) -> list[NodeSpec]:
+    """Nodes from a node file's host -> slot counts (PBS, Cobalt, LSF): ``cores_per_node``
+    if given, else each host's slots."""
+    return build_specs(list(slots), [cores_per_node or n for n in slots.values()], gpus)
 
 
 def detect_node_list(environ: Mapping[str, str]) -> type[NodeList]:

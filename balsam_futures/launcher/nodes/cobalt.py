@@ -23,6 +23,7 @@ from .base import (
     gpu_ids_for,
     read_node_file,
     require,
+    specs_from_slots,
 )
 
 
@@ -41,7 +42,7 @@ class CobaltNodes(NodeList):
         gpus = gpu_ids_for(environ, gpus_per_node) or ()
         if environ.get("COBALT_NODEFILE", "").strip():
             slots = count_slots(read_node_file(environ, "COBALT_NODEFILE"))
-            return build_specs(list(slots), [cores_per_node or n for n in slots.values()], gpus)
+            return specs_from_slots(slots, cores_per_node, gpus)
         hosts = [f"nid{n:05d}" for n in parse_partname(require(environ, "COBALT_PARTNAME"))]
         if cores_per_node is None:
             raise ValueError("cores_per_node is required with COBALT_PARTNAME, which lists "

@@ -25,12 +25,12 @@ from .base import (
     NodeList,
     NodeSpec,
     Runner,
-    build_specs,
     check_shape,
     count_slots,
     gpu_ids_for,
     parse_count,
     read_node_file,
+    specs_from_slots,
 )
 
 
@@ -47,8 +47,7 @@ class LSFNodes(NodeList):
                  runner: Runner | None = None) -> list[NodeSpec]:
         check_shape(cores_per_node, gpus_per_node)
         slots = drop_launch_node(host_slots(environ))
-        cores = [cores_per_node or n for n in slots.values()]
-        return build_specs(list(slots), cores, gpu_ids_for(environ, gpus_per_node) or ())
+        return specs_from_slots(slots, cores_per_node, gpu_ids_for(environ, gpus_per_node) or ())
 
 
 def host_slots(environ: Mapping[str, str]) -> dict[str, int]:

@@ -17,11 +17,11 @@ from .base import (
     NodeList,
     NodeSpec,
     Runner,
-    build_specs,
     check_shape,
     count_slots,
     gpu_ids_for,
     read_node_file,
+    specs_from_slots,
 )
 
 
@@ -38,5 +38,4 @@ class PBSNodes(NodeList):
                  runner: Runner | None = None) -> list[NodeSpec]:
         check_shape(cores_per_node, gpus_per_node)
         slots = count_slots(read_node_file(environ, "PBS_NODEFILE"))
-        cores = [cores_per_node or n for n in slots.values()]
-        return build_specs(list(slots), cores, gpu_ids_for(environ, gpus_per_node) or ())
+        return specs_from_slots(slots, cores_per_node, gpu_ids_for(environ, gpus_per_node) or ())

@@ -34,6 +34,13 @@ class SlurmNodes(NodeList):
     job_variables = ("SLURM_JOB_ID",)
 
     @classmethod
+    def this_node(cls, environ: Mapping[str, str]) -> str:
+        # The node list holds Slurm's NodeName, which need not be the host name; slurmd tells
+        # each job step which node it is on.
+        name = environ.get("SLURMD_NODENAME")
+        return name.split(".")[0] if name else super().this_node(environ)
+
+    @classmethod
     def discover(cls, environ: Mapping[str, str], *, cores_per_node: int | None = None,
                  gpus_per_node: int | None = None,
                  runner: Runner | None = None) -> list[NodeSpec]:
