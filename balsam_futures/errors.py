@@ -28,6 +28,16 @@ class StoreUnavailable(StoreError, BrokenExecutor):
     """The task store cannot be reached (the database went away or cannot be opened)."""
 
 
+class StoreRejected(StoreError, ValueError):
+    """The database refused a statement (a value out of range, a missing row it refers to):
+    retrying it cannot help, so only the tasks it carried fail, with the database's words."""
+
+
+class LauncherFenced(StoreError):
+    """This launcher's lease expired (it was paused or cut off longer than its lease): the
+    store no longer counts it as alive, so it claims nothing more, stops its runs and exits."""
+
+
 class SchemaMismatch(StoreError):
     """The database belongs to another version of balsam_futures or to another program."""
 
