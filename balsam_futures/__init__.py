@@ -5,6 +5,7 @@ from .apps import ShellApp, ShellContext, ShellResult
 from .errors import (
     BalsamFuturesError,
     DependencyError,
+    ExecutorBroken,
     LauncherBroken,
     LauncherFenced,
     MpiLaunchError,
@@ -35,6 +36,7 @@ __all__ = [
     "BalsamFuture",
     "BalsamFuturesError",
     "DependencyError",
+    "ExecutorBroken",
     "LauncherBroken",
     "LauncherFenced",
     "MpiLaunchError",

@@ -554,9 +554,12 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
         out.write(f"# balsam_futures: task {task.id} started {started} on "
                   f"{socket.gethostname()}: {one_line}\n".encode(errors="replace"))
         out.flush()
+        from .launcher.worker import run_child
+
         try:
-            code = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=out, stderr=subprocess.STDOUT).returncode
+            # run_child: the command dies with its worker, and with the launcher.
+            code = run_child(argv, mpi=bool(task.mpi), cwd=workdir, env=env,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         except FileNotFoundError as exc:  # removed between the check and the start
             raise ShellCommandNotFound(argv[0], rendered, workdir=str(workdir),
                                        task_id=task.id) from exc

@@ -1,16 +1,26 @@
 """Every ``BALSAM_FUTURES_*`` setting, read in one place.
 
 Library code asks :func:`setting` for a value instead of reading ``os.environ``, so the name,
-default and type of each knob are visible here and nowhere else.
+default, type and accepted range of each knob are visible here and nowhere else.  A value is
+checked where it is read: a bad one raises ``ValueError`` naming the variable, instead of
+reaching a thread (the executor's watcher, a launcher's heartbeat) that would die of it.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "BALSAM_FUTURES_"
+
+#: The level names ``logging`` accepts (``logging.getLevelNamesMapping()`` in 3.11+).
+LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 @dataclass(frozen=True)
@@ -19,38 +29,67 @@ class Setting:
     default: Any
     kind: type
     help: str
+    #: Whether a converted value is in range, and the range in words for the error.
+    valid: Callable[[Any], bool] = lambda _value: True
+    accepts: str = ""
+    #: The value may hold a password: errors never echo it.
+    secret: bool = False
+
+
+def _positive_finite(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
-        Setting("SITE", None, str, "site directory (database, data/, logs/); default ./.balsam_futures"),
+        Setting("SITE", None, str,
+                "site directory (database, data/, logs/); default ./.balsam_futures",
+                valid=lambda v: "\0" not in v, accepts="a directory path (no NUL byte)"),
         Setting("DB_URL", None, str,
-                "database URL, e.g. postgresql://user@host/db; default sqlite:///<site>/balsam.db"),
+                "database URL, e.g. postgresql://user@host/db; default sqlite:///<site>/balsam.db",
+                valid=lambda v: bool(_URL_SCHEME.match(v)),
+                accepts="a URL such as sqlite:///PATH or postgresql://USER@HOST/DB", secret=True),
         Setting("MAX_PAYLOAD_BYTES", 256 * 1024 * 1024, int,
-                "largest serialized callable+arguments or result accepted"),
+                "largest serialized callable+arguments or result accepted",
+                valid=lambda v: v >= 1, accepts="an integer >= 1"),
+        # <= 0 would presume every launcher dead at once; nan/inf would never presume any.
         Setting("LEASE_SECONDS", 30.0, float,
-                "a launcher silent this long is presumed dead and its running tasks are requeued"),
-        Setting("LOG_LEVEL", "INFO", str, "launcher log level"),
+                "a launcher silent this long is presumed dead and its running tasks are requeued",
+                valid=_positive_finite, accepts="a finite number of seconds > 0"),
+        Setting("LOG_LEVEL", "INFO", str, "launcher log level",
+                valid=lambda v: v.upper() in LOG_LEVELS,
+                accepts="one of " + ", ".join(LOG_LEVELS) + " (any case)"),
         # Set by the launcher for every task it runs; read by current_task() and by a
         # BalsamExecutor created inside a task, which then joins the same store.
-        Setting("TASK_ID", None, int, "id of the task this process runs (set by the launcher)"),
+        Setting("TASK_ID", None, int, "id of the task this process runs (set by the launcher)",
+                valid=lambda v: v >= 1, accepts="an integer >= 1"),
     ]
 }
 
 
-def setting(name: str, environ: dict[str, str] | None = None) -> Any:
-    """Return the value of ``BALSAM_FUTURES_<name>`` converted to its type, or its default."""
+def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """Return the value of ``BALSAM_FUTURES_<name>`` converted to its type, or its default.
+
+    Raises ``ValueError`` naming the variable, its value and the accepted range when the
+    value does not convert or is out of range (an empty value means the default).
+    """
     spec = SETTINGS[name]
     raw = (os.environ if environ is None else environ).get(PREFIX + name)
     if raw is None or raw == "":
         return spec.default
+    shown = "(value not shown: it may hold a password)" if spec.secret else repr(raw)
     try:
-        return spec.kind(raw)
+        value = spec.kind(raw)
     except ValueError:
         raise ValueError(
-            f"{PREFIX}{name}={raw!r} is not a valid {spec.kind.__name__}: {spec.help}"
+            f"{PREFIX}{name}={shown} is not a valid {spec.kind.__name__}: expected "
+            f"{spec.accepts} ({spec.help})"
         ) from None
+    if not spec.valid(value):
+        raise ValueError(
+            f"{PREFIX}{name}={shown} is out of range: expected {spec.accepts} ({spec.help})")
+    return value
 
 
 def env_name(name: str) -> str:

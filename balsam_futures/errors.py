@@ -58,6 +58,12 @@ class LauncherBroken(BalsamFuturesError, BrokenExecutor):
     """The launcher started by this executor died, so its pending futures cannot complete."""
 
 
+class ExecutorBroken(BalsamFuturesError, BrokenExecutor):
+    """A thread of the executor (the writer or the watcher) hit an error it cannot recover
+    from; the executor takes no more tasks and its pending futures raise this error.  Tasks
+    already stored stay in the store: a new executor can ``attach`` to them."""
+
+
 class TaskFailed(BalsamFuturesError):
     """A task failed for a reason other than an exception raised by its own code."""
 

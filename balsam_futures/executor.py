@@ -18,6 +18,7 @@ import functools
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -29,7 +30,7 @@ from typing import Any
 from . import config
 from .apps import ShellApp, shell_call
 from .backends import SqlStore, open_store
-from .errors import LauncherBroken
+from .errors import StoreError
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
 from .launcher.nodes import NodeSpec, discover_nodes
 from .launcher.pilot import LauncherConfig
@@ -41,6 +42,7 @@ from .serialization import dump_call, dump_callable, swap_futures
 from .sitedir import Site, open_site
 from .submission import Submitter
 from .tasks import FINAL, TaskOptions, TaskSpec, TaskState, current_task
+from .validation import choose_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,11 @@ log = logging.getLogger(__name__)
 #: start on the first chunk while the next one is written.
 MAP_BATCH = 10_000
 
+#: On Ctrl-C: how long to wait for queued submissions to be stored, and for this executor's
+#: own launcher to stop its runs and requeue its tasks (it is killed after that, and its
+#: lease requeues them).  Both take milliseconds normally.
+INTERRUPT_FLUSH_TIMEOUT = 2.0
+INTERRUPT_STOP_TIMEOUT = 3.0
 #: How long shutdown() waits for queued submissions to be stored before giving up (only an
 #: unavailable store takes more than milliseconds).
 SHUTDOWN_FLUSH_TIMEOUT = 60.0
@@ -62,8 +69,19 @@ def _python_exit() -> None:
     _global_shutdown = True
     # An executor without its own launcher does not wait: its tasks are in the store and run
     # under launchers elsewhere; a later process can re-attach to them.
+    # The program is ending on an uncaught Ctrl-C (the interpreter sets sys.last_value before
+    # it runs exit hooks): stop at once, leaving unfinished tasks in the store, instead of
+    # waiting for all of them.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for ex in list(_live_executors):
-        ex.shutdown(wait=ex._launcher is not None)
+        if interrupted:
+            ex._interrupt()
+        if ex._interrupted:
+            continue  # a Ctrl-C already stopped it: its unfinished tasks are in the store
+        try:
+            ex.shutdown(wait=ex._launcher is not None)
+        except KeyboardInterrupt:
+            pass  # shutdown() stopped the executor; exit now
 
 
 threading._register_atexit(_python_exit)
@@ -176,10 +194,12 @@ class BalsamExecutor(_cf.Executor):
                                                   mpi_launcher)
         self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
                                 owner=self, launcher=self._launcher)
-        self._submitter = Submitter(self._store, self._registry, on_written=self._watcher.wake)
+        self._submitter = Submitter(self._store, self._registry, on_written=self._watcher.wake,
+                                    on_broken=self._break)
         self._watcher.start()
         self._submitter.start()
         self._finisher: threading.Thread | None = None
+        self._interrupted = False
         _live_executors.add(self)
 
     def _start_launcher(self, init_blob, max_tasks_per_child, gpus,
@@ -246,7 +266,9 @@ class BalsamExecutor(_cf.Executor):
 
     def _check_open(self) -> None:
         if self._broken is not None:
-            raise LauncherBroken(str(self._broken))
+            # A fresh instance each time: re-raising one object grows its traceback.
+            err = self._broken
+            raise type(err)(*err.args) from err.__cause__
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if _global_shutdown:
@@ -256,7 +278,8 @@ class BalsamExecutor(_cf.Executor):
         with self._shutdown_lock:
             self._check_open()
         if isinstance(fn, ShellApp):  # stored as a Python task that runs the command
-            name = options.name or fn.default_name
+            # A name given (options or ShellApp's) must fit the store; the program's is cut.
+            name = choose_name(options.name or fn.name, fn.default_name)
             app = fn
             fn, args = shell_call(fn, args, kwargs)
             if not options.description:
@@ -268,7 +291,7 @@ class BalsamExecutor(_cf.Executor):
             spec = self._make_spec(options, "shell", dump_callable(fn), args, {}, name)
             return self._store_specs([spec])[0]
         spec = self._make_spec(options, "python", dump_callable(fn), args, kwargs,
-                               options.name or _task_name(fn))
+                               choose_name(options.name, _task_name(fn)))
         return self._store_specs([spec])[0]
 
     def _make_spec(self, options: TaskOptions, kind: str, fn_bytes: bytes, args: tuple,
@@ -287,9 +310,26 @@ class BalsamExecutor(_cf.Executor):
                     "or create it with launcher=False and run launchers in an allocation "
                     "with enough nodes")
         args, kwargs, parents = swap_futures(args, kwargs, _is_future, _dependency_id)
-        parents.extend(_dependency_id(d) for d in options.depends_on)
+        if options.depends_on:
+            given = [_dependency_id(d) for d in options.depends_on]
+            self._check_parents_exist([d for d in options.depends_on if not _is_future(d)],
+                                      given)
+            parents.extend(given)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,
                         parent_id=self._parent_id, depends_on=tuple(parents))
+
+    def _check_parents_exist(self, raw: list[Any], ids: list[int]) -> None:
+        """Task ids given in depends_on must name tasks in the store (futures of this
+        executor do by construction): one read, only for submissions that give ids."""
+        if not raw:
+            return
+        wanted = sorted({d for d in raw})
+        found = {e.task_id for e in self._store.task_outcomes(wanted)}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise ValueError(
+                f"depends_on names task id(s) not in the store {self._store.display_url}: "
+                f"{', '.join(map(str, missing[:10]))}; give futures or ids of stored tasks")
 
     def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
         with self._shutdown_lock:
@@ -317,7 +357,7 @@ class BalsamExecutor(_cf.Executor):
         with self._shutdown_lock:
             self._check_open()
         end_time = None if timeout is None else timeout + time.monotonic()
-        name = options.name or _task_name(fn)
+        name = choose_name(options.name, _task_name(fn))
         if chunksize == 1:
             fn_bytes = dump_callable(fn)
             calls = ((args, {}) for args in zip(*iterables))
@@ -378,9 +418,48 @@ class BalsamExecutor(_cf.Executor):
 
     # -- shutting down -----------------------------------------------------------------------
 
+    def __exit__(self, exc_type, exc_val, exc_tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            # Ctrl-C in the with block: stop now instead of waiting for every task.
+            self._interrupt()
+            return False
+        return super().__exit__(exc_type, exc_val, exc_tb)
+
+    def _interrupt(self) -> None:
+        """Stop at once on Ctrl-C: store what was submitted (briefly), stop this executor's
+        own launcher (its runs are killed and its tasks requeued), stop the threads.  The
+        unfinished tasks stay in the store (READY or RESTART_READY) for a later attach()."""
+        with self._shutdown_lock:
+            self._shutdown = True
+            if self._interrupted:
+                return
+            self._interrupted = True
+        if not self._submitter.flush(timeout=INTERRUPT_FLUSH_TIMEOUT):
+            log.error("interrupted: %d submitted task(s) could not be stored in time and are "
+                      "lost", len(self._submitter.queue))
+        self._stopping_launcher = True
+        if self._launcher is not None:
+            self._launcher.stop(timeout=INTERRUPT_STOP_TIMEOUT)
+            try:  # whatever it still held, if it had to be killed
+                self._store.stop_launcher(self._launcher.cfg.launcher_id,
+                                          "the executor that started it was interrupted")
+            except StoreError as exc:
+                log.warning("cannot requeue the launcher's tasks now (its lease will): %s", exc)
+        self._watcher.stop()
+        n = len(self._registry.futures)
+        if n:
+            log.warning("interrupted: %d unfinished task(s) stay in the store %s; attach() "
+                        "to them from another executor", n, self._store.display_url)
+        with self._shutdown_lock:
+            self._finished = True
+        self._store.close()
+        _live_executors.discard(self)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
             self._shutdown = True
+            if self._interrupted:
+                return
         # Whatever wait says, what was submitted gets stored now: a process that exits right
         # after shutdown(wait=False) must not lose tasks still queued for the writer.
         if not self._submitter.flush(timeout=SHUTDOWN_FLUSH_TIMEOUT):
@@ -390,7 +469,11 @@ class BalsamExecutor(_cf.Executor):
         if cancel_futures:
             self.cancel_pending()
         if wait:
-            self._finish()
+            try:
+                self._finish()
+            except KeyboardInterrupt:
+                self._interrupt()
+                raise
         elif self._finisher is None:
             # Like ProcessPoolExecutor, the interpreter waits for work submitted to this
             # executor's own launcher; work left for other launchers does not hold it.
@@ -430,6 +513,9 @@ class BalsamExecutor(_cf.Executor):
                 return
         self._submitter.close()
         if self._broken is None:
+            if self._launcher is None and self._registry.futures:
+                log.warning("waiting for %d task(s) run by other launchers; Ctrl-C leaves "
+                            "them in the store", len(self._registry.futures))
             self._registry.wait_empty()
         with self._shutdown_lock:
             if getattr(self, "_finished", False):
@@ -446,7 +532,18 @@ class BalsamExecutor(_cf.Executor):
 
     def _mark_broken(self, err: BaseException) -> None:
         with self._shutdown_lock:
-            self._broken = err
+            if self._broken is None:
+                self._broken = err
+
+    def _break(self, err: BaseException) -> None:
+        """A thread of this executor cannot go on: refuse new tasks, fail the pending ones
+        (they stay in the store, for another executor to attach to)."""
+        self._mark_broken(err)
+        for fut in self._registry.pending():
+            try:
+                fut.set_exception(err)
+            except _cf.InvalidStateError:
+                pass
 
 
 def _is_future(value: Any) -> bool:

@@ -24,9 +24,15 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING
 from typing import Any
 
-from . import config
 from ._wakeup import Waker
-from .errors import LauncherBroken, PayloadError, StoreError, TaskFailed, TaskKilled
+from .errors import (
+    ExecutorBroken,
+    LauncherBroken,
+    PayloadError,
+    StoreError,
+    TaskFailed,
+    TaskKilled,
+)
 from .serialization import load_exception, load_result
 from .tasks import TaskState
 
@@ -40,6 +46,11 @@ ACTIVE_WINDOW = 2.0
 #: With a store that announces changes, the longest sleep between looks at it anyway: it
 #: bounds the delay after a lost notification and how late a dead launcher is noticed.
 NOTIFY_FALLBACK_POLL = 0.5
+#: How often the watcher requeues the tasks of launchers whose lease expired (each launcher
+#: is judged by its own lease; a sweep is one indexed read when nobody expired).
+SWEEP_EVERY = 2.0
+#: During a store outage, at most one warning per this many seconds.
+OUTAGE_LOG_EVERY = 30.0
 #: Events read per query.  Large enough to drain a burst in a few queries, small enough that
 #: one query does not hold megabytes of results in memory.
 EVENT_BATCH = 2000
@@ -155,30 +166,43 @@ class Watcher(threading.Thread):
         self._waker.set()
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a dead watcher leaves futures hanging
+            err = ExecutorBroken(f"the executor's watcher thread failed "
+                                 f"({type(exc).__name__}: {exc}); its tasks stay in the store")
+            err.__cause__ = exc
+            log.error("%s", err, exc_info=exc)
+            owner = self._owner()
+            if owner is not None:
+                owner._break(err)
+            else:
+                _fail_all(self.registry.pending(), err)
+        finally:
+            self._waker.close()
+
+    def _loop(self) -> None:
         poll = POLL_MIN
         last_activity = time.monotonic()
         last_check = last_sweep = 0.0
-        lease = config.setting("LEASE_SECONDS")
+        outage = _Outage("watcher")
         while not self._stopping.is_set():
             try:
                 if self.store.changed() and self.drain():
                     last_activity = time.monotonic()
+                outage.over()
             except StoreError as exc:
-                log.warning("watcher cannot read the store (will retry): %s", exc)
-                self._waker.wait(POLL_MAX)
-            except Exception:
-                # A dead watcher would leave every future hanging: log and carry on.
-                log.exception("watcher error (will retry)")
+                outage.failed(exc)
                 self._waker.wait(POLL_MAX)
             now = time.monotonic()
-            if now - last_sweep > lease / 2:
+            if now - last_sweep > SWEEP_EVERY:
                 # Executors sweep too, so tasks of a dead launcher come back even when no
-                # other launcher is running yet.
+                # other launcher is running yet.  Each launcher is judged by its own lease.
                 last_sweep = now
                 try:
-                    self.store.requeue_expired(lease)
+                    self.store.requeue_expired()
                 except StoreError as exc:
-                    log.warning("watcher cannot requeue expired launchers: %s", exc)
+                    outage.failed(exc)
             if now - last_check > 0.5:
                 last_check = now
                 if self._launcher_died():
@@ -194,7 +218,6 @@ class Watcher(threading.Thread):
             poll = POLL_MIN if now - last_activity < ACTIVE_WINDOW else min(poll * 2, POLL_MAX)
             if self._waker.wait(poll):
                 last_activity = time.monotonic()
-        self._waker.close()
 
     def drain(self) -> int:
         """Read and apply every new event; returns how many were applied."""
@@ -226,14 +249,56 @@ class Watcher(threading.Thread):
             f"{proc.log_file}); its tasks stay in the store and will run under another launcher"
         )
         log.error("%s", err)
+        # Its tasks go back to the queue now, not after its lease: this executor saw it die
+        # (its workers die with it: they have a parent-death signal).
+        try:
+            self.store.stop_launcher(proc.cfg.launcher_id,
+                                     f"launcher {proc.cfg.launcher_id} exited (code {code})")
+        except StoreError as exc:
+            log.warning("cannot requeue the tasks of the dead launcher now (its lease will): "
+                        "%s", exc)
         if owner is not None:
             owner._mark_broken(err)
-        for fut in self.registry.pending():
-            try:
-                fut.set_exception(err)
-            except InvalidStateError:
-                pass
+        _fail_all(self.registry.pending(), err)
         return True
+
+
+def _fail_all(futures: Iterable[Future], err: BaseException) -> None:
+    for fut in futures:
+        try:
+            fut.set_exception(err)
+        except InvalidStateError:
+            pass
+
+
+class _Outage:
+    """Logs a store outage once, then at most every OUTAGE_LOG_EVERY seconds, and its end.
+
+    During an outage a poller fails every few milliseconds; a warning each time filled logs
+    (20 a second from the watcher alone)."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.since: float | None = None
+        self.last_log = 0.0
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        if self.since is None:
+            self.since = now
+        elif now - self.last_log < OUTAGE_LOG_EVERY:
+            return
+        self.last_log = now
+        log.warning("%s cannot reach the store (%d failure(s) in %.0f s, retrying): %s",
+                    self.who, self.failures, now - self.since, exc)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("%s reaches the store again after %.1f s", self.who,
+                        time.monotonic() - self.since)
+            self.since, self.failures = None, 0
 
 
 def apply_event(fut: BalsamFuture, state: TaskState, result: bytes | None,

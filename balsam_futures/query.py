@@ -14,17 +14,27 @@ the one implementation the command line uses too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from . import validation
 from .backends import SqlStore, open_store
 from .backends.queries import QUERY_COLUMNS, QUERY_OPS
-from .tasks import TaskState, parse_state
+from .tasks import HELD, TRANSITIONS, Resources, TaskOptions, TaskState, parse_state
 
 #: Fields ``update`` may set besides ``state``.
 UPDATABLE = frozenset({"priority", "max_retries", "wall_time_s", "num_nodes", "ranks_per_node",
                        "threads_per_rank", "gpus_per_rank", "node_packing_count",
                        "description", "name"})
+#: The fields that make a task's ``Resources``; the rest of UPDATABLE are ``TaskOptions``.
+RESOURCE_FIELDS = ("num_nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
+                   "node_packing_count")
+INT_FIELDS = frozenset({"priority", "max_retries", *RESOURCE_FIELDS})
+#: States only a launcher moves a task into, as it claims, starts and ends runs.  A task put
+#: there by hand is held by no launcher that knows it, so none would ever run, finish or
+#: requeue it.
+LAUNCHER_OWNED: frozenset[TaskState] = HELD | {
+    TaskState.RUN_DONE, TaskState.POSTPROCESSED, TaskState.RUN_ERROR, TaskState.RUN_TIMEOUT}
 
 
 def _parse(key: str, value: Any) -> list[tuple[str, str, Any]]:
@@ -129,13 +139,44 @@ class TaskQuery:
                              f"state, {', '.join(sorted(UPDATABLE))}")
         if self._limit is not None or self._order:
             raise ValueError("update() applies to every matching task: drop limit/order_by")
+        check_values(values)
         target = parse_state(state) if state is not None else None
+        if target in LAUNCHER_OWNED:
+            movable = ", ".join(s.value for s in TaskState if s not in LAUNCHER_OWNED)
+            raise ValueError(f"cannot move tasks to {target} by hand: only a launcher moves "
+                             f"tasks there; states to move tasks to: {movable}")
         changes = dict(values)
         if target is not None:
             changes["state"] = target
         if not changes:
             return 0
         return len(self.store.query_update(self._filters, changes, "updated by a query"))
+
+    def modify(self, task_id: int, **values: Any) -> None:
+        """Change fields of task ``task_id``, checked as ``submit()`` checks them.
+
+        The task's current values with ``values`` applied must make a valid ``Resources``
+        and ``TaskOptions``; ``state=`` must be a move TRANSITIONS allows from the task's
+        current state, and not into one only launchers set (``LAUNCHER_OWNED``).  Raises
+        ``ValueError`` or ``TypeError`` saying what to change, and then changes nothing.
+        """
+        state = values.pop("state", None)
+        if state is None and not values:
+            raise ValueError("nothing to modify: give FIELD=VALUE changes")
+        one = self.filter(id=task_id)
+        row = one.first()
+        if row is None:
+            raise ValueError(f"no task {task_id}")
+        check_values(values, current=row)
+        if state is not None:
+            state = parse_state(state)
+            check_move(task_id, TaskState(row["state"]), state)
+        if one.update(state=state, **values):
+            return
+        # The store moves only tasks still allowed to move: another process got there first.
+        now = one.first()
+        where = "it was deleted" if now is None else f"it is {now['state']} now"
+        raise ValueError(f"task {task_id} changed meanwhile ({where}); nothing modified")
 
     def cancel(self) -> int:
         """Cancel the matching tasks no launcher holds yet; returns how many."""
@@ -156,22 +197,52 @@ class TaskQuery:
 
 def coerce_update(fields: dict[str, str]) -> dict[str, Any]:
     """Turn FIELD=VALUE strings (from the command line) into typed update() arguments."""
-    ints = {"priority", "max_retries", "num_nodes", "ranks_per_node", "threads_per_rank",
-            "gpus_per_rank", "node_packing_count"}
     out: dict[str, Any] = {}
     for key, value in fields.items():
         if key == "state":
             out[key] = parse_state(value)
-        elif key in ints:
+        elif key in INT_FIELDS:
             try:
                 out[key] = int(value)
             except ValueError:
                 raise ValueError(f"{key} must be an integer, not {value!r}") from None
         elif key == "wall_time_s":
-            out[key] = float(value)
+            try:
+                out[key] = float(value)
+            except ValueError:
+                raise ValueError(f"wall_time_s must be a number of seconds, not {value!r}"
+                                 ) from None
         elif key in UPDATABLE:
             out[key] = value
         else:
             raise ValueError(f"cannot modify {key!r}; fields: state, "
                              f"{', '.join(sorted(UPDATABLE))}")
     return out
+
+
+def check_values(values: Mapping[str, Any], current: Mapping[str, Any] | None = None) -> None:
+    """Refuse field values that ``submit()`` would refuse, by the same rules and messages
+    (32-bit ints, name length...): ``values`` applied to ``current`` (a task's row; default:
+    the defaults) must make a valid ``Resources`` and ``TaskOptions``."""
+    if "wall_time_s" in values:
+        # The rule of TaskOptions(timeout=...), whose message names the option, not the field.
+        try:
+            validation.check_timeout(values["wall_time_s"])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"wall_time_s: {exc}") from None
+    merged = {**(current or {}), **values}
+    resources = Resources(**{f: merged[f] for f in RESOURCE_FIELDS if f in merged})
+    options = {f: merged[f] for f in ("name", "description", "max_retries", "priority")
+               if f in merged}
+    TaskOptions(resources=resources, timeout=merged.get("wall_time_s"), **options)
+
+
+def check_move(task_id: int, old: TaskState, new: TaskState) -> None:
+    """Refuse a move of task ``task_id`` from ``old`` to ``new`` that TRANSITIONS does not
+    allow, or into a state only launchers set; the message lists the moves there are."""
+    if new in TRANSITIONS[old] and new not in LAUNCHER_OWNED:
+        return
+    allowed = [s.value for s in TaskState if s in TRANSITIONS[old] and s not in LAUNCHER_OWNED]
+    why = " (only a launcher moves tasks there)" if new in LAUNCHER_OWNED else ""
+    raise ValueError(f"task {task_id} is {old} and cannot be moved to {new}{why}; it can be "
+                     f"moved to: {', '.join(allowed) or 'no other state'}")

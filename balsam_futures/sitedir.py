@@ -5,12 +5,16 @@
     <site>/logs/         launcher logs
 
 The site is ``site=`` when given, else ``$BALSAM_FUTURES_SITE``, else ``./.balsam_futures``.
-It is created private (0700): the store holds pickled code that launchers will run.
+It is created private (0700): the store holds pickled code that launchers will run.  An
+existing site that other users may write to is made private again with a warning, or refused
+where that is not ours to do (another user's directory, or a shared one such as /tmp).
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +54,16 @@ def resolve_site(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def open_site(path: str | os.PathLike[str] | None = None) -> Site:
-    """Resolve the site and create its directories if needed."""
+    """Resolve the site and create its directories if needed; an existing one that others
+    may write to is made private (with a warning) or refused."""
     site = Site(resolve_site(path))
     try:
         if not site.path.exists():
             site.path.mkdir(mode=0o700, parents=True)
         elif not site.path.is_dir():
             raise SiteError(f"site {site.path} exists and is not a directory")
+        else:
+            _make_private(site.path)
         for sub in (site.data_dir, site.logs_dir):
             sub.mkdir(mode=0o700, exist_ok=True)
     except SiteError:
@@ -72,3 +79,38 @@ def open_site(path: str | os.PathLike[str] | None = None) -> Site:
             f"{config.env_name('SITE')} to a writable directory"
         )
     return site
+
+
+def find_site(path: str | os.PathLike[str] | None = None, *, database: bool = True) -> Site:
+    """The existing site at ``path`` (resolved as by :func:`open_site`), for commands that only
+    read or change what it holds: where there is none, raise ``SiteError`` and create nothing,
+    so a mistyped path does not leave an empty site behind.  ``database``: the site's own
+    SQLite file must be there (pass False when the store is elsewhere, at a database URL)."""
+    site = Site(resolve_site(path))
+    if not (site.db_path.is_file() if database else site.path.is_dir()):
+        raise SiteError(f"no site at {site.path} (create one with balsam-futures init, "
+                        "or pass --site/--db-url)")
+    return open_site(site.path)
+
+
+def _make_private(path: Path) -> None:
+    """Take write access away from group and others on an existing site directory: whoever
+    can write there can replace the database, and so the code that launchers run."""
+    st = os.stat(path)
+    if not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return
+    mode = oct(stat.S_IMODE(st.st_mode))
+    # A shared directory (sticky, like /tmp) or another user's is not ours to lock down.
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX:
+        raise SiteError(
+            f"the site directory {path} (mode {mode}) may be written by other users and is "
+            f"not yours to make private; pass site= or set {config.env_name('SITE')} to a "
+            "directory of your own"
+        )
+    try:
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise SiteError(f"the site directory {path} (mode {mode}) may be written by other "
+                        f"users and cannot be made private: {exc.strerror}") from exc
+    warnings.warn(f"the site directory {path} was writable by other users (mode {mode}); "
+                  "made it private (0700)", stacklevel=3)

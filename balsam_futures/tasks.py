@@ -4,29 +4,35 @@ The state names follow Balsam where the meaning is the same.  ``TRANSITIONS`` is
 of allowed moves; the store derives every ``WHERE state IN (...)`` guard from it, and no other
 module compares state strings.
 
-    CREATED ──> READY ──claim──> RUNNING ──> RUN_DONE ──> [POSTPROCESSED] ──> JOB_FINISHED
-       │          ▲                 │
-       └─> AWAITING_PARENTS         ├──> RUN_ERROR ───> RESTART_READY (retries left) | FAILED
-                                    ├──> RUN_TIMEOUT ─> RESTART_READY (auto retry)   | FAILED
-                                    ├──> KILLED
-                                    └──> RESTART_READY (launcher lost or stopped)
-    READY / RESTART_READY / AWAITING_PARENTS / CREATED ──cancel──> CANCELLED
+    CREATED ──> READY ──claim──> CLAIMED ──start──> RUNNING ──> RUN_DONE ──> [POSTPROCESSED]
+       │          ▲                 │                 │                         ──> JOB_FINISHED
+       │          └──launcher lost──┘                 ├──> RUN_ERROR ───> RESTART_READY | FAILED
+       └─> AWAITING_PARENTS                           ├──> RUN_TIMEOUT ─> RESTART_READY | FAILED
+                                                      ├──> KILLED
+                                                      └──> RESTART_READY (launcher lost)
+    READY / RESTART_READY / CLAIMED / AWAITING_PARENTS / CREATED ──cancel──> CANCELLED
+
+CLAIMED is not RUNNING: a claimed task sits in its launcher's short backlog under that
+launcher's lease and can still be cancelled; RUNNING means a run has started.  A launcher
+writes its CLAIMED→RUNNING moves in the same transaction as its next outcomes and claims, so
+the split costs no round trip.
 """
 
 from __future__ import annotations
 
 import enum
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import validation
 
 
 class TaskState(str, enum.Enum):
     CREATED = "CREATED"
     AWAITING_PARENTS = "AWAITING_PARENTS"
     READY = "READY"
+    CLAIMED = "CLAIMED"
     RUNNING = "RUNNING"
     RUN_DONE = "RUN_DONE"
     POSTPROCESSED = "POSTPROCESSED"
@@ -48,7 +54,8 @@ STATE_DESCRIPTIONS: dict[TaskState, str] = {
     S.CREATED: "stored, not yet examined",
     S.AWAITING_PARENTS: "waits for the tasks it depends on",
     S.READY: "may be claimed by a launcher",
-    S.RUNNING: "claimed and running under a launcher",
+    S.CLAIMED: "held by a launcher, not started yet (can still be cancelled)",
+    S.RUNNING: "running under a launcher",
     S.RUN_DONE: "the run ended successfully",
     S.POSTPROCESSED: "the post-processing hook ran",
     S.JOB_FINISHED: "finished; the result is stored",
@@ -63,8 +70,10 @@ STATE_DESCRIPTIONS: dict[TaskState, str] = {
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.CREATED: frozenset({S.READY, S.AWAITING_PARENTS, S.CANCELLED}),
     S.AWAITING_PARENTS: frozenset({S.READY, S.FAILED, S.CANCELLED}),
-    S.READY: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RESTART_READY: frozenset({S.RUNNING, S.CANCELLED}),
+    S.READY: frozenset({S.CLAIMED, S.CANCELLED}),
+    S.RESTART_READY: frozenset({S.CLAIMED, S.CANCELLED}),
+    # Back to READY: its launcher stopped or was lost before starting it (not a restart).
+    S.CLAIMED: frozenset({S.RUNNING, S.READY, S.RESTART_READY, S.CANCELLED}),
     S.RUNNING: frozenset({S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.KILLED, S.RESTART_READY}),
     S.RUN_DONE: frozenset({S.POSTPROCESSED, S.JOB_FINISHED, S.RUN_ERROR}),
     S.POSTPROCESSED: frozenset({S.JOB_FINISHED}),
@@ -78,10 +87,25 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 
 #: States a launcher may claim.
 CLAIMABLE: frozenset[TaskState] = frozenset({S.READY, S.RESTART_READY})
+#: States of a task held under a launcher's lease: requeued if that launcher is not alive.
+HELD: frozenset[TaskState] = frozenset({S.CLAIMED, S.RUNNING})
 #: States that resolve a future: nothing further happens without a manual retry.
 FINAL: frozenset[TaskState] = frozenset({S.JOB_FINISHED, S.FAILED, S.KILLED, S.CANCELLED})
 #: States the watcher reads events for.
 WATCHED: frozenset[TaskState] = FINAL | {S.RUNNING}
+
+
+class LauncherState(str, enum.Enum):
+    """A launcher's recorded life: RUNNING while it heartbeats within its own lease; STOPPED
+    when it stopped and gave its tasks back; EXPIRED when its lease ran out and its tasks
+    were requeued by someone else (a fenced launcher, should it wake up, stops)."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    EXPIRED = "EXPIRED"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def sources(target: TaskState) -> frozenset[TaskState]:
@@ -104,11 +128,8 @@ def parse_state(name: str | TaskState) -> TaskState:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    # Every int option lands in an Integer column: 32-bit on PostgreSQL, so capped there.
+    return validation.check_int(name, value, minimum)
 
 
 @dataclass(frozen=True)
@@ -177,36 +198,23 @@ class TaskOptions:
     allow_parent_failure: bool = False
 
     def __post_init__(self) -> None:
-        if self.name is not None and not isinstance(self.name, str):
-            raise TypeError(f"name must be a str, not {type(self.name).__name__}")
-        if not isinstance(self.tags, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.tags.items()
-        ):
-            raise TypeError("tags must be a mapping of str to str, e.g. {'experiment': 'xpcs'}")
-        if not isinstance(self.data, Mapping):
-            raise TypeError("data must be a JSON-serializable mapping")
-        try:
-            json.dumps(dict(self.data))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"data must be JSON-serializable: {exc}") from None
+        # Everything the task store would refuse is refused here, before the writer thread
+        # stores it with other tasks in one transaction (see validation.py).
+        if self.name is not None:
+            validation.check_name(self.name)
+        validation.check_text("description", self.description)
+        validation.check_tags(self.tags)
+        validation.check_data(self.data)
         if not isinstance(self.resources, Resources):
             raise TypeError("resources must be a balsam_futures.Resources")
         _check_int("max_retries", self.max_retries, 0)
-        if isinstance(self.depends_on, (str, bytes)) or not isinstance(self.depends_on,
-                                                                        Sequence):
-            raise TypeError("depends_on must be a list of futures or task ids")
-        object.__setattr__(self, "depends_on", tuple(self.depends_on))
-        _check_int("priority", self.priority, -(2**31))
-        if self.workdir is not None:
-            if not isinstance(self.workdir, str) or not self.workdir or "\0" in self.workdir:
-                raise TypeError("workdir must be a non-empty path string")
-            if ".." in self.workdir.split("/"):
-                raise ValueError(f"workdir must not contain '..': {self.workdir!r}")
-        if self.timeout is not None:
-            if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
-                raise TypeError("timeout must be a number of seconds or None")
-            if not (self.timeout > 0 and math.isfinite(self.timeout)):
-                raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        _check_int("priority", self.priority, validation.INT32_MIN)
+        validation.check_bool("auto_timeout_retry", self.auto_timeout_retry)
+        validation.check_bool("allow_parent_failure", self.allow_parent_failure)
+        validation.check_workdir(self.workdir)
+        object.__setattr__(self, "depends_on", validation.check_depends_on(self.depends_on))
+        # As a float: the wall_time_s column is one, and SQLite cannot bind an int past 2**63.
+        object.__setattr__(self, "timeout", validation.check_timeout(self.timeout))
 
     def merged(self, **changes: Any) -> TaskOptions:
         """A copy with ``changes`` applied; ``tags`` and ``data`` are merged key by key."""

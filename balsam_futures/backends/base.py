@@ -1,9 +1,16 @@
 """The task store: one interface, implemented once over SQLAlchemy Core.
 
     executor ──create_tasks──>  bf_tasks (READY) + bf_history
-    launcher ──claim──────────> RUNNING, launcher_id          (atomic, batched)
-    launcher ──record_outcomes> JOB_FINISHED | RESTART_READY | FAILED ... + history rows
+    launcher ──exchange───────> started: CLAIMED→RUNNING        (one transaction per round
+                                outcomes: JOB_FINISHED | RESTART_READY | FAILED ...   trip,
+                                claims: READY→CLAIMED, launcher_id      each a heartbeat)
     watcher  ──read_events────> history rows after a cursor, with results and errors
+    anyone   ──requeue_expired> tasks held by launchers that are not alive → READY/RESTART_READY
+
+Fencing: every round trip of a launcher touches its row only while it is alive (RUNNING, and
+its heartbeat within its own lease).  A launcher that finds itself not alive (it was paused
+or cut off past its lease, and may have been swept) gives back what it still holds in that
+transaction and gets ``LauncherFenced``: it claims nothing more and stops.
 
 Every state change writes one history row in the same transaction (creation is recorded by
 the row's ``created_at``); the history ids are the event cursor.  Dialect modules (``sqlite.py``, ``postgres.py``) differ only in how they open
@@ -24,8 +31,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ..errors import SchemaMismatch
-from ..tasks import FINAL, WATCHED, TaskSpec, TaskState
+from .. import config
+from ..errors import LauncherFenced, SchemaMismatch
+from ..tasks import FINAL, WATCHED, LauncherState, TaskSpec, TaskState
 from . import queries as q
 from .batchjobs import BatchJobs
 from .connection import BULK_CHUNK, Connections, _blob
@@ -36,8 +44,6 @@ from .querying import TaskQueries
 log = logging.getLogger(__name__)
 
 APP_NAME = "balsam_futures"
-
-
 
 @dataclass(frozen=True)
 class ClaimedTask:
@@ -135,6 +141,18 @@ class LauncherInfo:
     pid: int
     info: dict[str, Any] = field(default_factory=dict)
     batch_job_id: int | None = None
+    #: Its lease in seconds (None: BALSAM_FUTURES_LEASE_SECONDS), stored with it: it is
+    #: presumed dead, and its tasks requeued, once silent for this long.
+    lease_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What one launcher round trip brought back: the tasks it claimed, and the tasks it said
+    it started that it no longer holds (cancelled or requeued meanwhile: stop those runs)."""
+
+    claimed: list[ClaimedTask]
+    lost: list[int]
 
 
 class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
@@ -142,8 +160,12 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
 
     dialect_name = "generic"
 
-    def __init__(self, engine: Engine, *, display_url: str, upgrade: bool = False) -> None:
+    def __init__(self, engine: Engine, *, display_url: str, upgrade: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         super().__init__(engine, display_url=display_url)
+        #: Seconds since the epoch; every time the store writes (leases, history) comes from
+        #: here, so tests can move time instead of sleeping.
+        self.clock: Callable[[], float] = clock or time.time
         self._check_schema(upgrade=upgrade)
 
     # -- schema ------------------------------------------------------------------------------
@@ -172,7 +194,14 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
             found = dict(conn.execute(q.read_meta()).all())
             if found.get("app") != APP_NAME:
                 raise SchemaMismatch(f"{self.display_url} is not a balsam_futures store")
-            version = int(found.get("schema_version", "0"))
+            raw_version = found.get("schema_version", "0")
+            if not raw_version.isdecimal():
+                raise SchemaMismatch(
+                    f"{self.display_url} records schema version {raw_version!r}, not a number: "
+                    "it is damaged or not a balsam_futures store; point the site or db_url "
+                    "elsewhere"
+                )
+            version = int(raw_version)
             if version > SCHEMA_VERSION:
                 raise SchemaMismatch(
                     f"{self.display_url} has schema version {version}, newer than this "
@@ -197,7 +226,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         """Store tasks in one transaction; returns their ids in order."""
         if not specs:
             return []
-        now = time.time()
+        now = self.clock()
         insert = self._stmt("insert_tasks")
         shared: dict[int, dict[str, Any]] = {}  # per TaskOptions object: map() shares one
         rows = []
@@ -251,7 +280,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, offer: ClaimOffer,
                     now: float, already: Sequence[tuple] = ()) -> list[tuple]:
-        """Move up to ``limit`` claimable tasks that ``offer`` accepts to RUNNING; returns
+        """Move up to ``limit`` claimable tasks that ``offer`` accepts to CLAIMED; returns
         their CLAIM_COLUMNS rows (with the state they left) in claim order.  ``already``:
         rows this transaction claimed before, which the fit must count as placed."""
         values = {"limit": limit}
@@ -280,7 +309,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     def claim(self, launcher_id: int, limit: int, *, max_nodes: int | None = None,
               tags: dict[str, str] | None = None, max_gpus: int | None = None,
               offer: ClaimOffer | None = None) -> list[ClaimedTask]:
-        """Atomically move up to ``limit`` claimable tasks to RUNNING under ``launcher_id``."""
+        """Atomically move up to ``limit`` claimable tasks to CLAIMED under ``launcher_id``."""
         return self.record_and_claim(launcher_id, (), limit, max_nodes=max_nodes, tags=tags,
                                      max_gpus=max_gpus, offer=offer)
 
@@ -303,53 +332,106 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         """
         if not outcomes:
             return 0
+        now = self.clock()
         with self._raw_write() as cur:
-            return self._record(cur, launcher_id, outcomes, time.time())
+            # An outcome means its run started: record the start of those still CLAIMED.
+            ids = [o.task_id for o in outcomes]
+            self._started(cur, launcher_id, ids, now, set(ids))
+            return self._record(cur, launcher_id, outcomes, now)
 
     def record_and_claim(self, launcher_id: int, outcomes: Sequence[TaskOutcome], limit: int,
                          *, max_nodes: int | None = None,
                          tags: dict[str, str] | None = None,
                          max_gpus: int | None = None,
                          offer: ClaimOffer | None = None) -> list[ClaimedTask]:
-        """Record outcomes and claim up to ``limit`` tasks, in one transaction.
-
-        A launcher's steady state is "some tasks ended, claim as many": one commit for both.
-        ``offer`` describes what the launcher can take (see :class:`ClaimOffer`); the keyword
-        filters are a shorthand for an offer without a fit function.
-        """
+        """Record outcomes and claim up to ``limit`` tasks, in one transaction (see
+        :meth:`exchange`); returns the claimed tasks.  An outcome means its run started."""
         if offer is None:
             offer = ClaimOffer(max_nodes=max_nodes, tags=dict(tags or {}), max_gpus=max_gpus)
-        if not outcomes and limit <= 0:
-            return []
-        now = time.time()
+        return self.exchange(launcher_id, [o.task_id for o in outcomes], outcomes, limit,
+                             offer).claimed
+
+    def exchange(self, launcher_id: int, started: Sequence[int],
+                 outcomes: Sequence[TaskOutcome], limit: int,
+                 offer: ClaimOffer | None = None) -> Exchange:
+        """One launcher round trip, in one transaction: runs that started (CLAIMED→RUNNING),
+        outcomes, and a claim of up to ``limit`` tasks that ``offer`` accepts.
+
+        A launcher's steady state is "some tasks started, some ended, claim as many": one
+        commit for all three, which is also its heartbeat.  Raises ``LauncherFenced`` (after
+        giving back what it holds) if the launcher is no longer alive.
+        """
+        offer = offer or ClaimOffer()
+        if not outcomes and limit <= 0 and not started:
+            return Exchange([], [])
+        now = self.clock()
+        fenced = False
         with self._raw_write() as cur:
-            if outcomes:
-                self._record(cur, launcher_id, outcomes, now)
-            rows = self._claim_rows(cur, launcher_id, limit, offer, now) if limit > 0 else []
-            if rows:
-                self._insert_history(cur, [
-                    {"task_id": r[0], "from_state": r[1], "to_state": TaskState.RUNNING.value,
-                     "at": now, "message": f"claimed by launcher {launcher_id}"}
-                    for r in rows
-                ])
-            parents: dict[int, dict[int, bytes | None]] = {}
-            needy = [r[0] for r in rows if r[-1]]  # num_parents is the last claim column
-            if needy:
-                for child, parent, result in self._exec_once(
-                        cur, q.select_parent_results(needy), {}).fetchall():
-                    parents.setdefault(child, {})[parent] = _blob(result)
-        names = [c.name for c in q.CLAIM_COLUMNS]
-        claimed = []
-        for r in rows:
-            fields = dict(zip(names, r))
-            del fields["state"]
-            fields["tags"] = self._decode_json(fields["tags"])
-            fields["data"] = self._decode_json(fields["data"])
-            fields["payload"] = _blob(fields["payload"])
-            fields["auto_timeout_retry"] = bool(fields["auto_timeout_retry"])
-            fields["parent_results"] = parents.get(fields["id"], {})
-            claimed.append(ClaimedTask(**fields))
-        return claimed
+            if not self._touch(cur, launcher_id, now):
+                self._requeue(cur, [launcher_id], _fenced_message(launcher_id), now,
+                              LauncherState.EXPIRED)
+                fenced = True
+            else:
+                lost = self._started(cur, launcher_id, started, now,
+                                     {o.task_id for o in outcomes})
+                if outcomes:
+                    self._record(cur, launcher_id, outcomes, now)
+                rows = self._claim_rows(cur, launcher_id, limit, offer, now) \
+                    if limit > 0 else []
+                if rows:
+                    self._insert_history(cur, [
+                        {"task_id": r[0], "from_state": r[1],
+                         "to_state": TaskState.CLAIMED.value, "at": now,
+                         "message": f"claimed by launcher {launcher_id}"}
+                        for r in rows
+                    ])
+                parents: dict[int, dict[int, bytes | None]] = {}
+                needy = [r[0] for r in rows if r[-1]]  # num_parents is the last claim column
+                if needy:
+                    for child, parent, result in self._exec_once(
+                            cur, q.select_parent_results(needy), {}).fetchall():
+                        parents.setdefault(child, {})[parent] = _blob(result)
+        if fenced:
+            raise LauncherFenced(f"launcher {launcher_id}'s lease expired (it was silent "
+                                 "longer than its lease); its tasks were given back")
+        return Exchange([self._claimed_task(r, parents) for r in rows], lost)
+
+    def _claimed_task(self, row: tuple, parents: dict[int, dict[int, bytes | None]]
+                      ) -> ClaimedTask:
+        fields = dict(zip(_CLAIM_NAMES, row))
+        del fields["state"]
+        fields["tags"] = self._decode_json(fields["tags"])
+        fields["data"] = self._decode_json(fields["data"])
+        fields["payload"] = _blob(fields["payload"])
+        fields["auto_timeout_retry"] = bool(fields["auto_timeout_retry"])
+        fields["parent_results"] = parents.get(fields["id"], {})
+        return ClaimedTask(**fields)
+
+    def _started(self, cur: Any, launcher_id: int, ids: Sequence[int], now: float,
+                 ended: set[int]) -> list[int]:
+        """Record that runs of tasks ``ids`` started (CLAIMED→RUNNING, with history); returns
+        the ids of runs still going (not in ``ended``) that this launcher no longer holds:
+        cancelled or requeued meanwhile.  (An ended run's outcome is simply refused.)"""
+        if not ids:
+            return []
+        moved = self._mark_started(cur, launcher_id, ids, now)
+        if moved:
+            self._insert_history(cur, [
+                {"task_id": i, "from_state": TaskState.CLAIMED.value,
+                 "to_state": TaskState.RUNNING.value, "at": now, "message": ""}
+                for i in ids if i in moved])
+        rest = [i for i in ids if i not in moved and i not in ended]
+        if not rest:
+            return []
+        # Those RUNNING here already (a run handed back and started again) are not lost.
+        again = {r[0] for r in self._exec_once(
+            cur, q.select_running_of(launcher_id, rest), {}).fetchall()}
+        return [i for i in rest if i not in again]
+
+    def _touch(self, cur: Any, launcher_id: int, now: float) -> bool:
+        """Heartbeat inside a write transaction; False if the launcher is not alive."""
+        return self._exec(cur, "touch_launcher", {"lid": launcher_id, "now": now}
+                          ).fetchone() is not None
 
     def _record(self, cur: Any, launcher_id: int, outcomes: Sequence[TaskOutcome],
                 now: float) -> int:
@@ -396,7 +478,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         """Cancel tasks no launcher holds; returns the ids that were cancelled."""
         if not task_ids:
             return []
-        now = time.time()
+        now = self.clock()
         with self._raw_write() as cur:
             rows = self._exec_once(cur, q.lock_cancellable(list(task_ids)), {}).fetchall()
             done = [r[0] for r in rows]
@@ -419,7 +501,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
             return cancelled
         with self._raw_write() as cur:
             flagged = [r[0] for r in self._exec_once(cur, q.request_kill(rest),
-                                                     {"now": time.time()})]
+                                                     {"now": self.clock()})]
             if flagged:
                 self._announce_claimable(cur)  # wakes launchers, which also look for kills
         return sorted(cancelled + flagged)
@@ -486,12 +568,13 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     # -- launchers ---------------------------------------------------------------------------
 
     def register_launcher(self, info: LauncherInfo) -> int:
-        now = time.time()
+        now = self.clock()
+        lease = info.lease_s if info.lease_s is not None else config.setting("LEASE_SECONDS")
         with self._raw_write() as cur:
             return self._exec(cur, "insert_launcher", {
-                "hostname": info.hostname, "pid": info.pid, "state": "RUNNING",
-                "started_at": now, "heartbeat_at": now, "info": info.info,
-                "batch_job_id": info.batch_job_id,
+                "hostname": info.hostname, "pid": info.pid,
+                "state": LauncherState.RUNNING.value, "started_at": now, "heartbeat_at": now,
+                "info": info.info, "batch_job_id": info.batch_job_id, "lease_s": float(lease),
             }).fetchone()[0]
 
     def list_launchers(self) -> list[dict[str, Any]]:
@@ -518,45 +601,78 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         return out
 
     def heartbeat(self, launcher_id: int) -> None:
+        """Renew the lease of ``launcher_id``; raises ``LauncherFenced`` (after giving back
+        what it holds) if it is no longer alive."""
+        now = self.clock()
         with self._raw_write() as cur:
-            self._exec(cur, "touch_launcher", {"lid": launcher_id, "now": time.time()})
+            alive = self._touch(cur, launcher_id, now)
+            if not alive:
+                self._requeue(cur, [launcher_id], _fenced_message(launcher_id), now,
+                              LauncherState.EXPIRED)
+        if not alive:
+            raise LauncherFenced(f"launcher {launcher_id}'s lease expired (it was silent "
+                                 "longer than its lease); its tasks were given back")
 
     def requeue_launchers(self, launcher_ids: Sequence[int], message: str) -> list[int]:
-        """Put RUNNING tasks of ``launcher_ids`` back to RESTART_READY and mark them STOPPED."""
+        """Give back the tasks ``launcher_ids`` hold (CLAIMED to READY, RUNNING to
+        RESTART_READY) and mark them STOPPED."""
         with self._raw_write() as cur:
-            return self._requeue(cur, list(launcher_ids), message, time.time())
+            return self._requeue(cur, list(launcher_ids), message, self.clock(),
+                                 LauncherState.STOPPED)
 
-    def _requeue(self, cur: Any, launcher_ids: list[int], message: str, now: float):
+    def _requeue(self, cur: Any, launcher_ids: list[int], message: str, now: float,
+                 mark: LauncherState | None) -> list[int]:
         if not launcher_ids:
             return []
-        ids = [r[0] for r in self._exec_once(cur, q.lock_running_of(launcher_ids), {})]
-        if ids:
-            self._exec_once(cur, q.requeue(ids), {"now": now})
+        rows = self._exec_once(cur, q.lock_held_by(launcher_ids), {}).fetchall()
+        if rows:
+            self._exec_once(cur, q.requeue([r[0] for r in rows]), {"now": now})
             self._insert_history(cur, [
-                {"task_id": i, "from_state": TaskState.RUNNING.value,
-                 "to_state": TaskState.RESTART_READY.value, "at": now, "message": message}
-                for i in ids
+                {"task_id": i, "from_state": state,
+                 "to_state": (TaskState.READY if state == TaskState.CLAIMED.value
+                              else TaskState.RESTART_READY).value,
+                 "at": now, "message": message}
+                for i, state in rows
             ])
             self._announce_claimable(cur)
-        self._exec_many(cur, "set_launcher_state",
-                        [{"lid": lid, "state": "STOPPED", "now": now} for lid in launcher_ids])
-        return ids
+        if mark is not None:
+            self._exec_many(cur, "set_launcher_state",
+                            [{"lid": lid, "state": mark.value, "now": now}
+                             for lid in launcher_ids])
+        return [r[0] for r in rows]
 
-    def requeue_expired(self, lease_seconds: float) -> list[int]:
-        """Requeue the tasks of every launcher silent for longer than ``lease_seconds``."""
-        now = time.time()
+    def requeue_expired(self) -> list[int]:
+        """Requeue the tasks held by every launcher that is not alive: silent past its own
+        lease (marked EXPIRED), or holding tasks whatever its recorded state."""
+        now = self.clock()
         with self._raw_read() as cur:
-            stale = [r[0] for r in self._exec(cur, "select_expired_launchers",
-                                              {"before": now - lease_seconds})]
-        if not stale:
-            return []
+            if not self._dead_holders(cur, now):
+                return []
         with self._raw_write() as cur:
-            # Check again inside the write: a launcher may have heartbeated meanwhile.
-            stale = [r[0] for r in self._exec(cur, "select_expired_launchers",
-                                              {"before": now - lease_seconds})]
-            return self._requeue(
-                cur, stale, f"launcher lease expired (no heartbeat for {lease_seconds:g} s)",
-                now)
+            # Again inside the write: a launcher may have heartbeated meanwhile.
+            expired = [r[0] for r in self._exec(cur, "select_expired_launchers",
+                                                {"now": now})]
+            requeued = self._requeue(cur, expired, "launcher lease expired (no heartbeat "
+                                     "within its lease)", now, LauncherState.EXPIRED)
+            others = [i for i in self._dead_holders(cur, now) if i not in set(expired)]
+            requeued += self._requeue(cur, others, "launcher not alive (stopped or expired) "
+                                      "but holding the task", now, None)
+            return requeued
+
+    def _dead_holders(self, cur: Any, now: float) -> list[int]:
+        """Launchers that should lose their tasks: expired, or holding tasks while dead."""
+        ids = {r[0] for r in self._exec(cur, "select_expired_launchers", {"now": now})}
+        ids.update(r[0] for r in self._exec(cur, "select_orphaned_launchers", {"now": now})
+                   if r[0] is not None)
+        return sorted(ids)
 
     def stop_launcher(self, launcher_id: int, message: str = "launcher stopped") -> list[int]:
         return self.requeue_launchers([launcher_id], message)
+
+
+_CLAIM_NAMES = [c.name for c in q.CLAIM_COLUMNS]
+
+
+def _fenced_message(launcher_id: int) -> str:
+    return (f"launcher {launcher_id} found its lease expired (it was silent longer than its "
+            "lease); given back")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import StoreError, StoreUnavailable
+from ..errors import StoreError, StoreRejected, StoreUnavailable
 from . import queries as q
 
 #: Rows per statement in bulk writes.  Larger batches mean fewer round trips but longer write
@@ -66,6 +67,31 @@ def _blob(value: Any) -> bytes | None:
 
 
 _ENCODED = frozenset({"tags", "data"})
+#: Raised by drivers while binding a value they cannot send (sqlite3: an int over 64 bits;
+#: psycopg2: a NUL in a string): the statement is refused, not the store lost.
+_BINDING_ERRORS = (OverflowError, ValueError)
+
+
+def _closed_while_idle(dbapi_conn: Any) -> bool:
+    """Whether a kept-open connection, idle between transactions, is known to be dead.
+
+    A server that restarts (or ends the session) sends its clients a last message and closes
+    their sockets, so an idle socket with anything to read is one the server has left; psycopg2
+    only notices at the next statement, which then fails (``server closed the connection
+    unexpectedly``, or ``connection already closed`` once it has).  A poll costs a system call,
+    not a round trip.  SQLite connections have no socket, and nothing closes them under us.
+    """
+    if getattr(dbapi_conn, "closed", 0):  # psycopg2: the loss was seen already
+        return True
+    fileno = getattr(dbapi_conn, "fileno", None)
+    if fileno is None:
+        return False
+    try:
+        poller = select.poll()  # not select.select: fds above 1023 are common in launchers
+        poller.register(fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except Exception:  # no socket to ask about: treat it as gone, a new one costs little
+        return True
 
 
 class Connections:
@@ -115,6 +141,11 @@ class Connections:
     def _dbapi_connection(self) -> Any:
         """This thread's own DBAPI connection, kept open for the life of the store."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and _closed_while_idle(conn.dbapi_connection):
+            # The server restarted since this thread's last transaction: open a new connection
+            # now, so that this transaction's first statement does not fail on the dead one.
+            self._drop_connection()
+            conn = None
         if conn is None:
             conn = self._local.conn = self.engine.raw_connection()
             with self._raw_lock:
@@ -144,13 +175,11 @@ class Connections:
             try:
                 yield cur
             except BaseException:
-                conn.rollback()
+                self._rollback_after(conn)
                 raise
             conn.commit()
-        except (self._dbapi_error, sa_exc.DBAPIError) as exc:
-            self._drop_connection()
-            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
-                                   f"{_first_line(exc)}") from exc
+        except (self._dbapi_error, sa_exc.DBAPIError, *_BINDING_ERRORS) as exc:
+            raise self._store_error(exc) from exc
 
     @contextlib.contextmanager
     def _raw_read(self) -> Iterator[Any]:
@@ -162,10 +191,37 @@ class Connections:
                 yield cur
             finally:
                 conn.rollback()
-        except (self._dbapi_error, sa_exc.DBAPIError) as exc:
+        except (self._dbapi_error, sa_exc.DBAPIError, *_BINDING_ERRORS) as exc:
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: BaseException) -> StoreError:
+        """Translate a driver error: the database *refused* the statement (a value out of
+        range, a missing row it refers to; retrying cannot help, the connection is fine), or
+        the store is *unavailable* (drop this connection; retrying later may work)."""
+        if self._is_rejection(getattr(exc, "orig", None) or exc):
+            return StoreRejected(f"task store {self.display_url} refused the statement: "
+                                 f"{_first_line(exc)}")
+        self._drop_connection()
+        return StoreUnavailable(f"task store {self.display_url} is unavailable: "
+                                f"{_first_line(exc)}")
+
+    def _is_rejection(self, exc: BaseException) -> bool:
+        dbapi = self.engine.dialect.dbapi
+        if isinstance(exc, (dbapi.IntegrityError, dbapi.DataError, dbapi.NotSupportedError)):
+            return True
+        if isinstance(exc, dbapi.ProgrammingError):
+            # sqlite3 says "closed database" this way; that one is an outage.
+            return "closed" not in str(exc)
+        return isinstance(exc, _BINDING_ERRORS) and not isinstance(exc, dbapi.Error)
+
+    def _rollback_after(self, conn: Any) -> None:
+        """Roll back after a failed statement.  On a lost connection the rollback fails too
+        (``connection already closed``) and would hide the statement's own error, which says
+        what happened: drop the connection instead and let that error through."""
+        try:
+            conn.rollback()
+        except (self._dbapi_error, sa_exc.DBAPIError):
             self._drop_connection()
-            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
-                                   f"{_first_line(exc)}") from exc
 
     def _raw_begin(self, cur: Any, write: bool = True) -> None:
         """Start a transaction (DBAPI drivers that begin implicitly need nothing)."""
@@ -231,6 +287,19 @@ class Connections:
             if cur.rowcount == 1:
                 written.add(p["b_id"])
         return written
+
+    def _mark_started(self, cur: Any, launcher_id: int, ids: Sequence[int],
+                      now: float) -> set[int]:
+        """Move tasks ``ids`` from CLAIMED to RUNNING while ``launcher_id`` holds them;
+        returns the ids moved (one statement each, for the same reason as above)."""
+        raw = self._stmt("mark_started")
+        moved = set()
+        for task_id in ids:
+            cur.execute(raw.sql, raw.params({"b_id": task_id, "b_lid": launcher_id,
+                                             "b_now": now}))
+            if cur.rowcount == 1:
+                moved.add(task_id)
+        return moved
 
     def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
         """Reserve ``n`` task ids inside the current write transaction (dialect-specific)."""

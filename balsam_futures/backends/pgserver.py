@@ -1,12 +1,18 @@
 """A private PostgreSQL server in a directory, as Balsam's ``balsamactivate`` started one.
 
-    LocalPostgres(path).start()  ->  initdb (first time), pg_ctl start on a free port and a
-                                     unix socket inside ``path``; returns the URL
+    LocalPostgres(path).start()  ->  initdb (first time), pg_ctl start on the cluster's port
+                                     and a unix socket inside ``path``; returns the URL
     LocalPostgres(path).stop()   ->  pg_ctl stop
+
+The first start picks a free port and records it in ``path/port``; every later start uses
+that port again, so the URL handed to launchers and executors stays valid across a stop and a
+start (they reconnect to it instead of retrying a port nobody serves).
 
 The server binaries (``initdb``, ``pg_ctl``) come from the machine's PostgreSQL.  PostgreSQL
 refuses to run as root; run as root, the server runs as ``run_as`` (e.g. ``postgres``), which
-then owns the data directory and must be able to enter every directory above it.
+then owns the data directory and must be able to enter every directory above it.  Later
+commands run as root find that user as the data directory's owner, so ``stop`` and
+``running`` work without ``run_as``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,30 @@ from ..errors import BalsamFuturesError
 
 DB_USER = "balsam"
 DB_NAME = "balsam"
+
+#: ``pg_ctl status`` exit status when no server runs on the data directory (any other
+#: failure, e.g. pg_ctl refusing root or unable to read the directory, is not an answer).
+PG_CTL_NOT_RUNNING = 3
+
+
+def _port_taken(log: str) -> bool:
+    """Whether PostgreSQL's log says that its port is taken: a TCP address already bound, or
+    the unix socket's lock file (``.s.PGSQL.<port>.lock``) held by another live server."""
+    return any("Address already in use" in line
+               or (".s.PGSQL." in line and "already exists" in line)
+               for line in log.splitlines())
+
+
+def _said(proc: subprocess.CompletedProcess) -> str:
+    """What a failed command wrote, on one line (the CLI prints errors as one line)."""
+    return " ".join((proc.stderr or proc.stdout).split())[-2000:]
+
+
+def _evidence(log: str) -> str:
+    """The lines of a server log that say why it stopped, on one line (for an error)."""
+    lines = [line.strip() for line in log.splitlines()
+             if any(word in line for word in ("FATAL", "ERROR", "PANIC", "HINT", "in use"))]
+    return " | ".join(lines)[-1500:] or "(nothing logged)"
 
 
 class PostgresServerError(BalsamFuturesError):
@@ -65,47 +95,97 @@ class LocalPostgres:
     def port_file(self) -> Path:
         return self.path / "port"
 
+    @property
+    def log_file(self) -> Path:
+        return self.path / "postgres.log"
+
+    def server_user(self) -> str | None:
+        """The user pg_ctl runs as: None unless this process is root (then it is ``run_as``,
+        else the data directory's owner, the user the server was created to run as)."""
+        if os.geteuid() != 0:
+            return None
+        if self.run_as is not None:
+            return self.run_as
+        try:
+            owner = self.datadir.stat().st_uid
+        except FileNotFoundError:
+            return None
+        if owner == 0:
+            return None
+        try:
+            return pwd.getpwuid(owner).pw_name
+        except KeyError:
+            raise PostgresServerError(
+                f"{self.datadir} belongs to uid {owner}, which has no user name: name the "
+                "server's user with --run-as USER") from None
+
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        user = self.server_user()
+        return argv if user is None else ["runuser", "-u", user, "--", *argv]
+
     def _run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
-        if self.run_as is not None and os.geteuid() == 0:
-            argv = ["runuser", "-u", self.run_as, "--", *argv]
-        proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+        proc = subprocess.run(self._as_server_user(argv), capture_output=True, text=True, **kw)
         if proc.returncode != 0:
             raise PostgresServerError(
-                f"{Path(argv[0]).name if self.run_as is None else argv[3]} failed "
-                f"(exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}")
+                f"{Path(argv[0]).name} failed (exit {proc.returncode}): {_said(proc)}")
         return proc
 
     def _prepare_dir(self) -> None:
-        if self.run_as is None and os.geteuid() == 0:
+        user = self.server_user()
+        if user is None and os.geteuid() == 0:
             raise PostgresServerError(
                 "PostgreSQL refuses to run as root: run this as an ordinary user, or name an "
                 "unprivileged user to run the server as (--run-as postgres)")
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.run_as is not None and os.geteuid() == 0:
-            user = pwd.getpwnam(self.run_as)
-            os.chown(self.path, user.pw_uid, user.pw_gid)
-            probe = subprocess.run(["runuser", "-u", self.run_as, "--", "test", "-w",
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(self.path, entry.pw_uid, entry.pw_gid)
+            probe = subprocess.run(["runuser", "-u", user, "--", "test", "-w",
                                     str(self.path)], capture_output=True)
             if probe.returncode != 0:
                 raise PostgresServerError(
-                    f"user {self.run_as} cannot enter {self.path}: make every directory above "
+                    f"user {user} cannot enter {self.path}: make every directory above "
                     "it searchable (chmod o+x) or place the server elsewhere")
 
     def initialized(self) -> bool:
         return (self.datadir / "PG_VERSION").exists()
 
+    def port(self) -> int:
+        """The cluster's port, as recorded by its first start."""
+        try:
+            text = self.port_file.read_text().strip()
+        except FileNotFoundError:
+            raise PostgresServerError(
+                f"{self.port_file} is missing: the server was never started; run "
+                "`balsam-futures db start`") from None
+        if not text.isdigit():
+            raise PostgresServerError(
+                f"{self.port_file} holds {text!r}, not a port number: write the port the "
+                "server's URLs name into it, or delete it to pick a new port")
+        return int(text)
+
+    def _port_for_start(self) -> int:
+        # The first start records a free port; later starts must reuse it, because running
+        # launchers and executors hold URLs that name it.
+        if not self.port_file.exists():
+            self.port_file.write_text(f"{_free_port()}\n")
+        return self.port()
+
     def url(self, dbname: str = DB_NAME) -> str:
-        port = self.port_file.read_text().strip()
-        return f"postgresql://{DB_USER}@/{dbname}?host={self.path}&port={port}"
+        return f"postgresql://{DB_USER}@/{dbname}?host={self.path}&port={self.port()}"
 
     def running(self) -> bool:
+        """Whether the server runs; raises when pg_ctl cannot tell (rather than say no)."""
         if not self.initialized():
             return False
-        ctl = find_binary("pg_ctl")
-        argv = [ctl, "-D", str(self.datadir), "status"]
-        if self.run_as is not None and os.geteuid() == 0:
-            argv = ["runuser", "-u", self.run_as, "--", *argv]
-        return subprocess.run(argv, capture_output=True).returncode == 0
+        argv = self._as_server_user([find_binary("pg_ctl"), "-D", str(self.datadir), "status"])
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode in (0, PG_CTL_NOT_RUNNING):
+            return proc.returncode == 0
+        raise PostgresServerError(
+            f"cannot tell whether the server in {self.datadir} runs: pg_ctl status failed "
+            f"(exit {proc.returncode}): {_said(proc)}; run "
+            "this as the user that owns that directory, or name it with --run-as USER")
 
     def start(self) -> str:
         """Create the cluster if needed and start it (if not already running); returns its URL."""
@@ -119,13 +199,34 @@ class LocalPostgres:
                 # Unix socket in the site only; no TCP: only this user can connect.
                 conf.write(f"\nlisten_addresses = ''\nunix_socket_directories = '{self.path}'\n"
                            "fsync = on\nmax_connections = 200\n")
-        port = _free_port()
-        self.port_file.write_text(f"{port}\n")
-        self._run([find_binary("pg_ctl"), "-D", str(self.datadir), "-l",
-                   str(self.path / "postgres.log"), "-o", f"-p {port}", "-w", "-t", "60",
-                   "start"])
+        self._pg_ctl_start(self._port_for_start())
         self.create_database(DB_NAME, exist_ok=True)
         return self.url()
+
+    def _pg_ctl_start(self, port: int) -> None:
+        """Start the server on ``port``; a taken port is an error, never a reason to move."""
+        log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+        try:
+            self._run([find_binary("pg_ctl"), "-D", str(self.datadir), "-l",
+                       str(self.log_file), "-o", f"-p {port}", "-w", "-t", "60", "start"])
+        except PostgresServerError as exc:
+            log = self._log_since(log_start)
+            if _port_taken(log):
+                raise PostgresServerError(
+                    f"port {port} of the server in {self.path} is taken by another server, "
+                    f"and its URLs name that port: stop the other server and run `db start` "
+                    f"again, or delete {self.port_file} to start on a new port (URLs given "
+                    f"out before then stop working); server log: {_evidence(log)}") from exc
+            raise PostgresServerError(f"{exc}; server log: {_evidence(log)}") from exc
+
+    def _log_since(self, offset: int) -> str:
+        """What the server logged since byte ``offset`` of its log (this start's lines)."""
+        try:
+            with open(self.log_file, errors="replace") as log:
+                log.seek(offset)
+                return log.read()
+        except OSError:
+            return ""
 
     def create_database(self, name: str, exist_ok: bool = False) -> str:
         import psycopg2
@@ -150,7 +251,5 @@ class LocalPostgres:
 
     def restart(self) -> None:
         """Stop and start again on the same port (for outage tests and maintenance)."""
-        port = self.port_file.read_text().strip()
         self.stop()
-        self._run([find_binary("pg_ctl"), "-D", str(self.datadir), "-l",
-                   str(self.path / "postgres.log"), "-o", f"-p {port}", "-w", "start"])
+        self._pg_ctl_start(self.port())

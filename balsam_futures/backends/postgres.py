@@ -25,24 +25,18 @@ from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from ..errors import StoreUnavailable
 from . import queries as q
+from . import redact_url
 from .base import ClaimOffer, SqlStore
 
 #: Rows per round trip in bulk statements.
 PAGE_SIZE = 1000
 EVENTS_CHANNEL = "bf_events"
 TASKS_CHANNEL = "bf_tasks"
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database URL>"
 
 
 class PostgresStore(SqlStore):
@@ -59,8 +53,12 @@ class PostgresStore(SqlStore):
         self.url = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         # Each thread keeps its own connection for the store's life, so a pool adds nothing;
         # NullPool also means no pool limit on the number of threads.
-        engine = create_engine(sa_url, poolclass=NullPool)
-        super().__init__(engine, display_url=redact(url), upgrade=upgrade)
+        try:
+            engine = create_engine(sa_url, poolclass=NullPool)
+        except ArgumentError as exc:  # e.g. ?port=abc; its text may quote the password
+            raise ValueError(f"database URL {redact_url(url)}: {redact_url(str(exc))}"
+                             ) from None
+        super().__init__(engine, display_url=redact_url(url), upgrade=upgrade)
         self._listen_lock = threading.Lock()
         self._listen: Any = None
         # A launcher only cares about claimable work, and must not wake on the state changes
@@ -93,6 +91,15 @@ class PostgresStore(SqlStore):
         sql, template = q.pg_finish_running_values()
         rows = execute_values(cur, sql, params, template=template, page_size=PAGE_SIZE,
                               fetch=True)
+        return {r[0] for r in rows}
+
+    def _mark_started(self, cur: Any, launcher_id: int, ids, now: float) -> set[int]:
+        from psycopg2.extras import execute_values
+
+        sql, template = q.pg_mark_started_values()
+        rows = execute_values(cur, sql, [{"b_id": i, "b_lid": launcher_id, "b_now": now}
+                                         for i in ids], template=template,
+                              page_size=PAGE_SIZE, fetch=True)
         return {r[0] for r in rows}
 
     def _allocate_task_ids(self, cur: Any, n: int) -> list[int]:
@@ -170,11 +177,10 @@ class PostgresStore(SqlStore):
             try:
                 yield raw.cursor()
             finally:
-                raw.autocommit = False
-        except self._dbapi_error as exc:
-            self._drop_connection()
-            raise StoreUnavailable(f"task store {self.display_url} is unavailable: "
-                                   f"{str(exc).strip().splitlines()[0]}") from exc
+                if not raw.closed:  # on a lost connection this would hide the real error
+                    raw.autocommit = False
+        except (self._dbapi_error, ValueError) as exc:
+            raise self._store_error(exc) from exc
 
     # -- change notification -----------------------------------------------------------------
 

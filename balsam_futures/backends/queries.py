@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.sql import Select
 
-from ..tasks import CLAIMABLE, TaskState, sources
+from ..tasks import CLAIMABLE, HELD, LauncherState, TaskState, sources
 from .schema import batch_jobs, dependencies, history, launchers, meta, runs, tasks
 
 CLAIM_COLUMNS = (
@@ -147,22 +147,39 @@ def select_unfit(tags: tuple[tuple[str, str], ...] = ()) -> Select:
 
 
 def mark_claimed():
-    """Move claimable task :b_id to RUNNING under launcher :b_lid."""
+    """Move claimable task :b_id to CLAIMED under launcher :b_lid."""
     return (
         update(tasks)
         .where(tasks.c.id == _p("b_id"), _in_states(CLAIMABLE))
-        .values(state=TaskState.RUNNING.value, launcher_id=_p("b_lid"),
+        .values(state=TaskState.CLAIMED.value, launcher_id=_p("b_lid"),
                 updated_at=_p("b_now"))
     )
 
 
+def mark_started():
+    """Move task :b_id from CLAIMED to RUNNING, only while launcher :b_lid holds it."""
+    return (
+        update(tasks)
+        .where(tasks.c.id == _p("b_id"), tasks.c.state == TaskState.CLAIMED.value,
+               tasks.c.launcher_id == _p("b_lid"))
+        .values(state=TaskState.RUNNING.value, updated_at=_p("b_now"))
+    )
+
+
+def select_running_of(launcher_id: int, ids: list[int]):
+    """Ids among ``ids`` that are RUNNING under launcher ``launcher_id``."""
+    return select(tasks.c.id).where(tasks.c.id.in_(ids), tasks.c.launcher_id == launcher_id,
+                                    tasks.c.state == TaskState.RUNNING.value)
+
+
 def finish_running():
-    """Write one outcome: guarded so only the launcher holding the task may write it."""
+    """Write one outcome: guarded so only the launcher holding the task may write it (from
+    RUNNING, or from CLAIMED for a run that started and ended between two round trips)."""
     return (
         update(tasks)
         .where(
             tasks.c.id == _p("b_id"),
-            tasks.c.state == TaskState.RUNNING.value,
+            _in_states(HELD),
             tasks.c.launcher_id == _p("b_lid"),
         )
         .values(
@@ -175,12 +192,6 @@ def finish_running():
             updated_at=_p("b_now"),
         )
     )
-
-
-def select_state():
-    """(id, state, launcher_id) of task :b_id."""
-    return select(tasks.c.id, tasks.c.state, tasks.c.launcher_id).where(
-        tasks.c.id == _p("b_id"))
 
 
 def lock_cancellable(ids: list[int]):
@@ -277,16 +288,25 @@ def count_by_state():
 
 def insert_launcher():
     """Register a launcher, returning its id."""
-    cols = ("hostname", "pid", "state", "started_at", "heartbeat_at", "info", "batch_job_id")
+    cols = ("hostname", "pid", "state", "started_at", "heartbeat_at", "info", "batch_job_id",
+            "lease_s")
     return insert(launchers).values({c: _p(c) for c in cols}).returning(launchers.c.id)
 
 
+def _alive(now):
+    # A launcher is alive while it is RUNNING and its own lease has not run out.
+    return (launchers.c.state == LauncherState.RUNNING.value) & (
+        launchers.c.heartbeat_at + launchers.c.lease_s >= now)
+
+
 def touch_launcher():
-    """Heartbeat: set :now as the last sign of life of launcher :lid."""
+    """Heartbeat of launcher :lid at :now, only while it is alive; returns its id if so (no
+    row: its lease ran out, it is fenced)."""
     return (
         update(launchers)
-        .where(launchers.c.id == _p("lid"))
+        .where(launchers.c.id == _p("lid"), _alive(_p("now")))
         .values(heartbeat_at=_p("now"))
+        .returning(launchers.c.id)
     )
 
 
@@ -300,29 +320,40 @@ def set_launcher_state():
 
 
 def select_expired_launchers():
-    """Launchers still marked RUNNING whose heartbeat is older than :before."""
+    """Launchers still marked RUNNING whose own lease ran out before :now."""
     return select(launchers.c.id).where(
-        launchers.c.state == "RUNNING", launchers.c.heartbeat_at < _p("before")
+        launchers.c.state == LauncherState.RUNNING.value,
+        launchers.c.heartbeat_at + launchers.c.lease_s < _p("now"),
     )
 
 
-def lock_running_of(launcher_ids: list[int]):
-    """Ids of RUNNING tasks held by ``launcher_ids``, locked for update."""
+def select_orphaned_launchers():
+    """Launchers that hold tasks (CLAIMED or RUNNING) but are not alive at :now, whatever
+    their recorded state (a launcher marked STOPPED may have claimed after it was)."""
+    alive = select(launchers.c.id).where(_alive(_p("now")))
+    return (select(tasks.c.launcher_id).distinct()
+            .where(_in_states(HELD), tasks.c.launcher_id.not_in(alive.scalar_subquery())))
+
+
+def lock_held_by(launcher_ids: list[int]):
+    """(id, state) of the tasks held (CLAIMED or RUNNING) by ``launcher_ids``, locked."""
     return (
-        select(tasks.c.id)
-        .where(tasks.c.launcher_id.in_(launcher_ids), _in_states([TaskState.RUNNING]))
+        select(tasks.c.id, tasks.c.state)
+        .where(tasks.c.launcher_id.in_(launcher_ids), _in_states(HELD))
         .order_by(tasks.c.id)
         .with_for_update()
     )
 
 
 def requeue(ids: list[int]):
-    """Move RUNNING tasks ``ids`` back to RESTART_READY."""
+    """Give held tasks ``ids`` back: CLAIMED ones (never started) to READY, RUNNING ones to
+    RESTART_READY."""
     return (
         update(tasks)
-        .where(tasks.c.id.in_(ids), _in_states([TaskState.RUNNING]))
-        .values(state=TaskState.RESTART_READY.value, launcher_id=None, kill_requested=False,
-                updated_at=_p("now"))
+        .where(tasks.c.id.in_(ids), _in_states(HELD))
+        .values(state=case((tasks.c.state == TaskState.CLAIMED.value, TaskState.READY.value),
+                           else_=TaskState.RESTART_READY.value),
+                launcher_id=None, kill_requested=False, updated_at=_p("now"))
     )
 
 
@@ -383,7 +414,7 @@ def pg_next_task_ids():
 def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
              max_gpus: int | None = None, wall_limited: bool = False):
     """PostgreSQL: claim in one statement: the rows ``select_claimable`` would pick, locked
-    with SKIP LOCKED, moved to RUNNING under :lid; returns CLAIM_COLUMNS (with the state left
+    with SKIP LOCKED, moved to CLAIMED under :lid; returns CLAIM_COLUMNS (with the state left
     behind) and the priority, for ordering."""
     picked = select_claimable(max_nodes, tags, max_gpus, wall_limited).with_only_columns(
         tasks.c.id, tasks.c.state.label("old_state")).subquery("picked")
@@ -391,7 +422,7 @@ def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
     return (
         update(tasks)
         .where(tasks.c.id == picked.c.id)
-        .values(state=TaskState.RUNNING.value, launcher_id=_p("lid"), updated_at=_p("now"))
+        .values(state=TaskState.CLAIMED.value, launcher_id=_p("lid"), updated_at=_p("now"))
         .returning(*columns, tasks.c.priority)
     )
 
@@ -461,12 +492,24 @@ def pg_finish_running_values() -> tuple[str, str]:
         "result = v.result, error = v.error, "
         "return_code = v.rc, num_restarts = t.num_restarts + v.inc, updated_at = v.now "
         "FROM (VALUES %s) AS v(id, lid, state, result, error, rc, inc, now) "
-        "WHERE t.id = v.id AND t.state = 'RUNNING' AND t.launcher_id = v.lid "
+        "WHERE t.id = v.id AND t.state IN ('CLAIMED', 'RUNNING') AND t.launcher_id = v.lid "
         "RETURNING t.id"
     )
     template = ("(%(b_id)s::int, %(b_lid)s::int, %(b_state)s::varchar, %(b_result)s::bytea, "
                 "%(b_error)s::bytea, %(b_rc)s::int, %(b_inc)s::int, %(b_now)s::float8)")
     return sql, template
+
+
+def pg_mark_started_values() -> tuple[str, str]:
+    """PostgreSQL: ``mark_started`` for many tasks in one statement, returning the ids moved
+    (psycopg2 ``execute_values`` SQL and row template)."""
+    sql = (
+        "UPDATE bf_tasks AS t SET state = 'RUNNING', updated_at = v.now "
+        "FROM (VALUES %s) AS v(id, lid, now) "
+        "WHERE t.id = v.id AND t.state = 'CLAIMED' AND t.launcher_id = v.lid "
+        "RETURNING t.id"
+    )
+    return sql, "(%(b_id)s::int, %(b_lid)s::int, %(b_now)s::float8)"
 
 
 # -- task queries (balsam_futures.query) --------------------------------------------------

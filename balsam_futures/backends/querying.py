@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..tasks import CLAIMABLE, FINAL, TaskState, sources
+from ..tasks import CLAIMABLE, FINAL, HELD, TaskState, sources
 from . import queries as q
 from .connection import BULK_CHUNK, _blob
 
@@ -44,7 +44,8 @@ class TaskQueries:
             ids = [r[0] for r in rows]
             if ids and state is not None:
                 values["state"] = state.value
-                if state is TaskState.RESTART_READY:
+                if state in CLAIMABLE:
+                    # Claimable again: no launcher holds it (READY too, since CLAIMED->READY).
                     values["launcher_id"] = None
             if ids and values:
                 for start in range(0, len(ids), BULK_CHUNK):
@@ -61,8 +62,9 @@ class TaskQueries:
         return ids
 
     def query_delete(self, filters: tuple, *, running: bool = False) -> list[int]:
-        """Delete the matching tasks with their history (RUNNING ones only if ``running``)."""
-        states = None if running else [s for s in TaskState if s is not TaskState.RUNNING]
+        """Delete the matching tasks with their history; those a launcher holds (CLAIMED or
+        RUNNING) only if ``running``."""
+        states = None if running else [s for s in TaskState if s not in HELD]
         with self._raw_write() as cur:
             ids = [r[0] for r in
                    self._exec_once(cur, q.query_lock_ids(filters, states), {}).fetchall()]

@@ -21,7 +21,7 @@ from sqlalchemy import (
     bindparam,
 )
 
-from ..tasks import CLAIMABLE
+from ..tasks import CLAIMABLE, HELD
 
 metadata = MetaData()
 
@@ -85,9 +85,10 @@ Index(
 )
 # No plain index on state: with one, SQLite's planner (which has no statistics) picked it for
 # claims and sorted every claimable row, so a claim cost O(backlog) instead of O(limit).
-_running = tasks.c.state == "RUNNING"
-Index("ix_bf_tasks_running", tasks.c.launcher_id, sqlite_where=_running,
-      postgresql_where=_running)
+# The tasks held under a launcher's lease (CLAIMED or RUNNING), by launcher: what a sweep
+# requeues and a launcher's kill poll reads; as small as the work in flight (version 3).
+_held = tasks.c.state.in_(sorted(s.value for s in HELD))
+Index("ix_bf_tasks_held", tasks.c.launcher_id, sqlite_where=_held, postgresql_where=_held)
 
 history = Table(
     "bf_history",
@@ -122,6 +123,9 @@ launchers = Table(
     Column("heartbeat_at", Float, nullable=False),
     Column("info", JSON, nullable=False),
     Column("batch_job_id", Integer),  # the batch job it runs in, if any (version 2)
+    # Its own lease (version 3): it is alive while heartbeat_at + lease_s is not past, and
+    # everyone judges it by this value, not by their own setting.
+    Column("lease_s", Float, nullable=False, default=30.0),
     sqlite_autoincrement=True,
 )
 

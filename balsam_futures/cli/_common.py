@@ -6,12 +6,19 @@ import sys
 
 import click
 
-from .. import config  # noqa: F401  (re-exported for the command modules)
-from ..errors import BalsamFuturesError  # noqa: F401
+from .. import config  # (also re-exported for the command modules)
+from ..errors import BalsamFuturesError
+
+#: What a user's mistake raises (a bad option value, setting, URL, state move or site): one
+#: ``error:`` line and exit status 1, not a traceback.
+USER_ERRORS = (BalsamFuturesError, ValueError, TypeError)
 
 
 def fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
+    """Print ``exc`` as one ``error:`` line (any password in it masked) and exit 1."""
+    from ..backends import redact_url
+
+    click.echo(f"error: {redact_url(str(exc))}", err=True)
     sys.exit(1)
 
 
@@ -48,10 +55,18 @@ def with_options(options):
     return decorate
 
 
+def store_url(site: str | None, db_url: str | None) -> str:
+    """The store these commands use: ``--db-url``, else $BALSAM_FUTURES_DB_URL, else the
+    database of an existing site (no site there is an error: nothing is created)."""
+    from ..sitedir import find_site
+
+    return db_url or config.setting("DB_URL") or find_site(site).db_url
+
+
 def task_query(site, db_url, states=(), tags=(), name=None, ids=()):
     from ..query import TaskQuery
 
-    q = TaskQuery.open(db_url=db_url, site=site)
+    q = TaskQuery.open(db_url=store_url(site, db_url))
     conditions: dict = {}
     if states:
         conditions["state__in"] = list(states)

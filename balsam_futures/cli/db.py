@@ -26,7 +26,9 @@ _site_option = click.option("--site", type=click.Path(file_okay=False), default=
                             help="Site directory (default: $BALSAM_FUTURES_SITE or "
                                  "./.balsam_futures).")
 _run_as_option = click.option("--run-as", default=None, metavar="USER",
-                              help="Run the server as this unprivileged user (needed as root).")
+                              help="Run the server as this unprivileged user (needed as root "
+                                   "to create it; later, root finds that user as the owner of "
+                                   "the server's data directory).")
 
 
 @db.command("start")
@@ -44,11 +46,12 @@ def db_start(site, run_as) -> None:
 @_site_option
 @_run_as_option
 def db_stop(site, run_as) -> None:
-    """Stop the site's server."""
+    """Stop the site's server (its port is kept for the next start)."""
     try:
         _pg(site, run_as).stop()
     except BalsamFuturesError as exc:
         fail(exc)
+    click.echo("stopped")
 
 
 @db.command("status")

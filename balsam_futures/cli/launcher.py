@@ -6,7 +6,7 @@ import click
 
 from .. import config
 from ._common import (
-    BalsamFuturesError,
+    USER_ERRORS,
     fail,
     parse_tags,
 )
@@ -16,7 +16,7 @@ from .main import main
 @main.command()
 @click.option("--site", type=click.Path(file_okay=False), default=None,
               help="Site directory (default: $BALSAM_FUTURES_SITE or ./.balsam_futures).")
-@click.option("--db-url", default=lambda: config.setting("DB_URL"),
+@click.option("--db-url", default=None,
               help="Database URL instead of the site's SQLite file (default: "
                    "$BALSAM_FUTURES_DB_URL; a password given here shows in `ps`, so prefer "
                    "the variable or ~/.pgpass).")
@@ -79,8 +79,9 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, n
                              nodes=nodes, local_nodes=local, job_mode=job_mode,
                              mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
                              batch_job_id=batch_job_id, agents=agents)
-        count = run_launcher(db_url or the_site.db_url, cfg)
-    except (BalsamFuturesError, ValueError, TypeError) as exc:
+        # Read here, not as the option's default: a bad value must be an error line.
+        count = run_launcher(db_url or config.setting("DB_URL") or the_site.db_url, cfg)
+    except USER_ERRORS as exc:
         fail(exc)
     click.echo(f"launcher finished {count} task(s)")
 

@@ -9,7 +9,7 @@ import click
 from ..schedulers import SCHEDULERS
 from ._common import (
     STORE_OPTIONS,
-    BalsamFuturesError,
+    USER_ERRORS,
     config,
     fail,
     parse_tags,
@@ -20,13 +20,15 @@ from ._common import (
 from .main import main
 
 
-def _manager(site, db_url):
+def _manager(site, db_url, *, create: bool = True):
+    """The site's batch-job manager; ``create=False`` (commands that only look at or remove
+    jobs) refuses a path with no site instead of creating one there."""
     from ..backends import open_store
     from ..schedulers.manager import BatchJobManager
-    from ..sitedir import open_site
+    from ..sitedir import find_site, open_site
 
-    the_site = open_site(site)
     url = db_url or config.setting("DB_URL") or ""
+    the_site = open_site(site) if create else find_site(site, database=not url)
     return BatchJobManager(open_store(url or the_site.db_url), the_site, db_url=url)
 
 
@@ -65,7 +67,7 @@ def submit_cmd(site, db_url, num_nodes, wall_time_min, queue_name, project, job_
                                   filter_tags=parse_tags(tags), options=options,
                                   scheduler=scheduler)
         job = _manager(site, db_url).submit(request)
-    except (BalsamFuturesError, ValueError, TypeError) as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     click.echo(f"batch job {job['id']} submitted: {job['scheduler']} job "
                f"{job['scheduler_id']}")
@@ -82,10 +84,10 @@ def ls_cmd(site, db_url, history, verbose, as_json) -> None:
     import json
 
     try:
-        manager = _manager(site, db_url)
+        manager = _manager(site, db_url, create=False)
         synced = manager.sync()
         rows = manager.jobs(history=history)
-    except BalsamFuturesError as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     for name, error in synced.errors.items():
         click.echo(f"warning: states of {name} jobs not refreshed: {error}", err=True)
@@ -120,8 +122,8 @@ def ls_cmd(site, db_url, history, verbose, as_json) -> None:
 def rm_cmd(site, db_url, job_id) -> None:
     """Remove a queued or running launcher job from the scheduler."""
     try:
-        job = _manager(site, db_url).remove(job_id)
-    except BalsamFuturesError as exc:
+        job = _manager(site, db_url, create=False).remove(job_id)
+    except USER_ERRORS as exc:
         fail(exc)
     click.echo(f"batch job {job_id}: removal requested ({job['scheduler']} job "
                f"{job['scheduler_id']})")
@@ -146,7 +148,7 @@ def service_cmd(site, db_url, once) -> None:
             if report.errors:
                 sys.exit(1)
             return
-    except BalsamFuturesError as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,7 +6,7 @@ import click
 
 from .. import config
 from ._common import (
-    BalsamFuturesError,
+    USER_ERRORS,
     fail,
 )
 from .main import main
@@ -23,7 +23,7 @@ def env_cmd(site) -> None:
 
     try:
         path = open_site(site).path
-    except BalsamFuturesError as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     click.echo(f"export {config.env_name('SITE')}={shlex.quote(str(path))}")
 
@@ -38,6 +38,6 @@ def init_cmd(site) -> None:
     try:
         path = open_site(site).path
         TaskQuery.open(site=str(path)).store.close()  # creates the database
-    except BalsamFuturesError as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     click.echo(f"site ready: {path}\nuse it with: eval \"$(balsam-futures env {path})\"")

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ._common import STORE_OPTIONS, BalsamFuturesError, fail, print_table, task_query, with_options
+from ._common import STORE_OPTIONS, USER_ERRORS, fail, print_table, task_query, with_options
 from .main import main
 
 
@@ -32,7 +32,7 @@ def stats_cmd(site, db_url, since, bins, plot_path, as_json) -> None:
         counts = store.count_by_state()
         if plot_path:
             plot_profile(prof, plot_path)
-    except (BalsamFuturesError, ValueError, ImportError, OSError) as exc:
+    except (*USER_ERRORS, ImportError, OSError) as exc:
         fail(exc)
     summary = {**prof.summary(), "states": counts}
     if as_json:

@@ -7,6 +7,7 @@ import click
 from ._common import (
     FILTER_OPTIONS,
     STORE_OPTIONS,
+    USER_ERRORS,
     BalsamFuturesError,
     fail,
     print_table,
@@ -46,7 +47,7 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
             return
         rows = list(q.limit(limit) if limit else q)
         hist = {r["id"]: q.store.history(r["id"]) for r in rows} if history else {}
-    except (BalsamFuturesError, ValueError, TypeError) as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     if as_json:
         out = [{k: v for k, v in r.items() if k not in ("result", "error")} | (
@@ -122,7 +123,7 @@ def show_cmd(site, db_url, task_id) -> None:
         if row is None:
             raise BalsamFuturesError(f"no task {task_id}")
         hist = task_query(site, db_url).store.history(task_id)
-    except (BalsamFuturesError, ValueError) as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     for key, value in row.items():
         if key in ("result", "error"):
@@ -169,7 +170,7 @@ def _apply(action: str, site, db_url, states, tags, name, ids, **kw) -> None:
         count = {"retry": lambda: q.update(state="RESTART_READY"),
                  "kill": q.kill,
                  "rm": lambda: q.delete(running=kw.get("running", False))}[action]()
-    except (BalsamFuturesError, ValueError, TypeError) as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     click.echo(f"{action}: {count} task(s)")
 
@@ -201,15 +202,18 @@ def rm_cmd(running, **kw) -> None:
 @click.argument("task_id", type=int)
 @click.argument("changes", nargs=-1, required=True, metavar="FIELD=VALUE...")
 def modify_cmd(site, db_url, task_id, changes) -> None:
-    """Change fields of one task, e.g. `modify 12 priority=5 state=RESTART_READY`."""
+    """Change fields of one task, e.g. `modify 12 priority=5 state=RESTART_READY`; the new
+    values are checked as submit() checks them, and a state move as TRANSITIONS allows it."""
     from ..query import coerce_update
 
     try:
-        values = coerce_update(dict(c.partition("=")[::2] for c in changes))
-        q = task_query(site, db_url, ids=(task_id,))
-        if q.first() is None:
-            raise BalsamFuturesError(f"no task {task_id}")
-        count = q.update(**values)
-    except (BalsamFuturesError, ValueError, TypeError) as exc:
+        fields = {}
+        for change in changes:
+            key, sep, value = change.partition("=")
+            if not sep or not key:
+                raise ValueError(f"{change!r} is not FIELD=VALUE, e.g. priority=5")
+            fields[key] = value
+        task_query(site, db_url).modify(task_id, **coerce_update(fields))
+    except USER_ERRORS as exc:
         fail(exc)
-    click.echo(f"modified {count} task(s)")
+    click.echo(f"modified task {task_id}")

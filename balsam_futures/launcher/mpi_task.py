@@ -27,6 +27,7 @@ from ..errors import MpiLaunchError
 from ..tasks import TaskContext
 from .mpi import RankLayout, launcher_class
 from .mpi.gpu_affinity import LOCAL_RANK_VARIABLES
+from .worker import run_child
 
 RANK_MODULE = "balsam_futures.launcher.mpi_rank"
 #: Lines of the launcher's own output kept in an MpiLaunchError.
@@ -92,8 +93,9 @@ def run_python(task: TaskContext, payload: bytes) -> tuple[bool, bytes]:
         out_path = os.path.join(tmp, "mpi.out")
         with open(out_path, "wb") as out:
             try:
-                code = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                      stderr=subprocess.STDOUT, cwd=task.workdir).returncode
+                # run_child: the MPI launcher dies with this worker, and with the launcher.
+                code = run_child(argv, mpi=True, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT, cwd=task.workdir)
             except OSError as exc:
                 raise MpiLaunchError(f"task {task.id}: cannot start {argv[0]!r}: {exc}",
                                      task_id=task.id) from exc

@@ -2,15 +2,23 @@
 
     store thread                                   dispatcher (main thread)
     ------------                                   ------------------------
-    record_and_claim(outcomes, room) ──> backlog ──> idle worker ──> result
-          ▲       (one transaction)       (deque)                      │
-          └─────────────── outcomes ◄──────────────────────────────────┘
+    exchange(started, outcomes, room) ──> backlog ──> idle worker ──> result
+          ▲       (one transaction)        (deque)        │             │
+          └──────────── started ids, outcomes ◄───────────┴─────────────┘
 
 Two threads so that neither waits for the other: the dispatcher hands the next claimed task
 to a worker the moment it answers, while the store thread writes outcomes and claims the
-next tasks in one transaction (SQLite and psycopg2 release the GIL while they work).  The
-backlog is small (BACKLOG_SECONDS of work), because a claimed task can no longer be cancelled.
-Only the store thread talks to the store.
+next tasks in one transaction (SQLite and psycopg2 release the GIL while they work).  Claimed
+tasks are CLAIMED in the store until the dispatcher starts them; the store thread writes the
+starts (CLAIMED→RUNNING) in its next transaction, with the outcomes and the claim.  A start the
+store refuses (the task was cancelled or requeued meanwhile) comes back as "lost", and that
+run is killed.  The backlog is small (BACKLOG_SECONDS of work): claimed tasks are held away
+from other launchers.  Only the store thread talks to the store.
+
+Fencing: each round trip renews the launcher's own lease.  If the store finds the lease
+expired (the process was paused, or cut off from the store, longer than its lease) it gives
+the launcher's tasks back and raises ``LauncherFenced``: the launcher claims nothing more,
+kills its runs and exits; outcomes it still held are refused.
 
 Resources: the launcher's nodes are a ``NodePool`` (resources.py).  A claim is resource-aware:
 inside the claim transaction the pool says which candidates fit what is free (plus a short
@@ -46,7 +54,8 @@ from .. import config
 from .._wakeup import Waker
 from ..backends import ClaimOffer, LauncherInfo, open_store
 from ..backends.base import ClaimedTask, TaskOutcome
-from ..errors import StoreError, TaskKilled
+from ..errors import LauncherFenced, StoreError, StoreRejected, TaskKilled
+from ..serialization import dump_exception
 from ..tasks import Resources, TaskState
 from .agents import AgentPool
 from .nodes import NodeSpec, this_node_name
@@ -82,8 +91,12 @@ NOTIFY_FALLBACK_POLL = 1.0
 #: How long after the last activity polling stays at POLL_MIN.
 ACTIVE_WINDOW = 2.0
 #: Heartbeats per lease (BALSAM_FUTURES_LEASE_SECONDS).  Several, so one slow write does not
-#: get a live launcher's tasks requeued.
+#: get a live launcher's tasks requeued.  (Every round trip is a heartbeat too.)
 BEATS_PER_LEASE = 4
+#: How often this launcher requeues the tasks of launchers that are not alive, each judged
+#: by its own lease: a dead peer's tasks come back within its lease plus this.  One indexed
+#: read when nobody died.
+SWEEP_S = 2.0
 #: Backoff while the store is unreachable: first and longest wait between retries.
 RETRY_MIN, RETRY_MAX = 0.1, 10.0
 #: A resource-aware claim that finds tasks it has no room for looks this many candidates past
@@ -154,10 +167,12 @@ class Pilot:
         self.control_fd = control_fd
         self.lease = cfg.lease_seconds or config.setting("LEASE_SECONDS")
         self.stop_reason: str | None = None
+        self.fenced = False  # the store found this launcher's lease expired
         self.finished = 0
         self._backlog: deque[ClaimedTask] = deque()
         self._outcomes: list[TaskOutcome] = []
-        self._lock = threading.Lock()  # guards _outcomes and _kills
+        self._started_ids: list[int] = []  # runs started, for the store thread to record
+        self._lock = threading.Lock()  # guards _outcomes, _started_ids and _kills
         self._kills: set[int] = set()  # tasks to kill, from the store thread
         self._dispatcher_waker = Waker()
         self._store_waker = Waker()
@@ -175,6 +190,9 @@ class Pilot:
         self._node_lock = threading.Lock()
         self._placed: dict[int, tuple[Placement, float]] = {}  # task id -> (where, began)
         self._warned: set[int] = set()  # tasks said never to fit here
+        #: Claimed tasks whose row cannot be run at all (e.g. resources edited to 0 ranks),
+        #: with the reason: they fail alone instead of crashing the launcher.
+        self._bad: dict[int, str] = {}
         self._claim_want = 0
         self._claim_depth = 1
         self._agents: AgentPool | None = None
@@ -246,7 +264,7 @@ class Pilot:
                  "wall_time_min": self.cfg.wall_time_min,
                  "nodes": [{"hostname": n.hostname, "cores": n.cores, "gpus": list(n.gpus)}
                            for n in specs]},
-                batch_job_id=self.cfg.batch_job_id))
+                batch_job_id=self.cfg.batch_job_id, lease_s=self.lease))
         self.launcher_id = lid
         own = [i for i in sorted(self._head_nodes)]
         pool = WorkerPool(self.cfg.num_workers, launcher_id=lid, init_blob=self.cfg.init_blob,
@@ -286,9 +304,11 @@ class Pilot:
             if self._agents is not None:
                 self._agents.stop()
             store_thread.join()
-            requeued = store.stop_launcher(lid, f"launcher {lid} stopped ({self.stop_reason})")
-            if requeued:
-                log.info("requeued %d unfinished task(s)", len(requeued))
+            if not self.fenced:  # a fenced launcher's tasks were given back already
+                requeued = store.stop_launcher(lid,
+                                               f"launcher {lid} stopped ({self.stop_reason})")
+                if requeued:
+                    log.info("requeued %d unfinished task(s)", len(requeued))
             store.close()
             log.info("launcher %d stopped (%s) after %d task(s)", lid, self.stop_reason,
                      self.finished)
@@ -331,6 +351,9 @@ class Pilot:
         room = pool.capacity() + (agents.capacity() if agents else 0)
         with self._node_lock:
             for task in self._backlog:
+                if task.id in self._bad:
+                    started.append(task)  # out of the backlog; failed below
+                    continue
                 if room <= 0:
                     break
                 placement = self.nodes.place(task)
@@ -350,6 +373,10 @@ class Pilot:
                 started.append(task)
                 room -= 1
             if started:
+                with self._lock:  # before any outcome of these runs can be collected
+                    self._started_ids.extend(t.id for t in started)
+                    self._outcomes.extend(self._fail_bad(t) for t in started
+                                          if t.id in self._bad)
                 # Usually the started tasks are the head of the backlog: pop them (rebuilding
                 # the whole backlog per pass cost a tenth of the launcher's time on no-ops).
                 k = 0
@@ -359,6 +386,41 @@ class Pilot:
                 if k < len(started):
                     ids = {t.id for t in started[k:]}
                     self._backlog = deque(t for t in self._backlog if t.id not in ids)
+
+    def _write_alone(self, store: Any, lid: int, started: list[int],
+                     outcomes: list[TaskOutcome]) -> None:
+        """After a refused round trip: starts, then each outcome in its own transaction; an
+        outcome the store refuses becomes its task's failure, with the database's words."""
+        ended = {o.task_id for o in outcomes}
+        store.exchange(lid, [i for i in started if i not in ended], [], 0)
+        for o in outcomes:
+            own = [o.task_id] if o.task_id in started else []
+            try:
+                store.exchange(lid, own, [o], 0)
+            except StoreRejected as exc:
+                err = StoreRejected(f"the outcome of task {o.task_id} could not be stored: "
+                                    f"{exc}")
+                log.error("%s; the task fails", err)
+                failed = TaskOutcome(o.task_id, (TaskState.RUN_ERROR, TaskState.FAILED),
+                                     error=dump_exception(err, f"Task {o.task_id} on "
+                                                          f"launcher {lid}"),
+                                     message=str(err)[:500], run=o.run)
+                try:
+                    store.exchange(lid, own, [failed], 0)
+                except StoreRejected:
+                    log.exception("task %d: even its failure cannot be stored; it is "
+                                  "requeued when this launcher stops", o.task_id)
+        self.finished += len(outcomes)
+
+    def _fail_bad(self, task: ClaimedTask) -> TaskOutcome:
+        """The outcome of a claimed task that cannot run here or anywhere, as it stands."""
+        reason = self._bad.pop(task.id)
+        log.error("task %d cannot run: %s; it fails (the launcher goes on)", task.id, reason)
+        err = ValueError(f"task {task.id} cannot run: {reason}")
+        return TaskOutcome(task.id, (TaskState.RUN_ERROR, TaskState.FAILED),
+                           error=dump_exception(err, f"Task {task.id} on launcher "
+                                                f"{self.launcher_id}"),
+                           message=f"cannot run: {reason}")
 
     def _ended(self, outcomes: list[TaskOutcome], handback: Sequence[ClaimedTask]) -> None:
         """Release the placements of finished runs (and of runs handed back), and attach
@@ -382,11 +444,20 @@ class Pilot:
     def _fit(self, rows: list[Any]) -> list[int]:
         """Which claim candidates to take (called inside the claim transaction)."""
         with self._node_lock:
-            fits = []
+            fits, bad = [], []
             verdicts: dict[tuple, str | None] = {}  # most candidates share a few shapes
+            invalid: dict[tuple, str | None] = {}
             for i, row in enumerate(rows):
                 shape = (row.num_nodes, row.ranks_per_node, row.threads_per_rank,
                          row.gpus_per_rank, row.node_packing_count)
+                if shape not in invalid:
+                    invalid[shape] = _invalid_shape(shape)
+                if invalid[shape] is not None:
+                    # Taken, to fail at once with the reason (left in the store, it would
+                    # be claimed again and again by every launcher).
+                    self._bad[row.id] = invalid[shape]
+                    bad.append(i)
+                    continue
                 if shape not in verdicts:
                     verdicts[shape] = self.nodes.never_fits(row)
                 reason = verdicts[shape]
@@ -398,7 +469,7 @@ class Pilot:
                                 "a launcher with more resources", row.id, reason)
             taken = self.nodes.fit_claim([rows[i] for i in fits], list(self._backlog),
                                          self._claim_depth)
-        return [fits[i] for i in taken][:self._claim_want]
+        return [fits[i] for i in taken][:self._claim_want] + bad
 
     def _warn_unfit(self, store: Any, tags: dict[str, str]) -> None:
         """Say which waiting tasks need more nodes or GPUs than this launcher has (they are
@@ -508,6 +579,13 @@ class Pilot:
     # -- store thread ------------------------------------------------------------------------
 
     def _store_loop(self, store: Any, lid: int) -> None:
+        try:
+            self._store_rounds(store, lid)
+        except BaseException:  # noqa: BLE001 - a dead store thread would hang the launcher
+            log.exception("the launcher's store thread failed; stopping the launcher")
+            self.request_stop("its store thread failed")
+
+    def _store_rounds(self, store: Any, lid: int) -> None:
         tags = dict(self.cfg.tags)
         target = self._workers
         rate = 0.0  # tasks finished per second, smoothed
@@ -524,6 +602,7 @@ class Pilot:
                 time.sleep(COALESCE_SECONDS)  # a deliberate delay: see COALESCE_SECONDS
             with self._lock:
                 outcomes, self._outcomes = self._outcomes, []
+                started, self._started_ids = self._started_ids, []
             stopping = self.stop_reason is not None
             # Running tasks count against the target: the dispatcher moved them out of the
             # backlog into workers, and the backlog should only cover what frees up next.
@@ -537,14 +616,23 @@ class Pilot:
                 wall_left = self._wall_left()
                 if wall_left is not None and wall_left <= 0:
                     want = 0
-                if outcomes or want:
+                if outcomes or want or started:
                     self._claim_want = want
                     self._claim_depth = max(1, math.ceil(target / workers))
                     offer = ClaimOffer(max_nodes=self.nodes.num_nodes, tags=tags,
                                        max_gpus=self._max_node_gpus, max_wall_s=wall_left,
                                        fit=self._fit,
                                        window=want + CLAIM_LOOKAHEAD)
-                    claimed = store.record_and_claim(lid, outcomes, want, offer=offer)
+                    trip = store.exchange(lid, started, outcomes, want, offer)
+                    claimed = trip.claimed
+                    if trip.lost:
+                        # Cancelled or requeued before their start was recorded: stop them.
+                        log.info("task(s) %s were cancelled or requeued before they started "
+                                 "here; stopping their runs", trip.lost)
+                        with self._lock:
+                            self._kills.update(trip.lost)
+                        self._dispatcher_waker.set()
+                    last_beat = time.monotonic()
                     self.finished += len(outcomes)
                     now = time.monotonic()
                     if outcomes and now > rate_since:
@@ -576,16 +664,31 @@ class Pilot:
                 if now - last_beat >= self.lease / BEATS_PER_LEASE:
                     store.heartbeat(lid)
                     last_beat = now
-                if now - last_sweep >= self.lease / 2:
-                    if store.requeue_expired(self.lease):
+                if now - last_sweep >= SWEEP_S:
+                    if store.requeue_expired():
                         more = True
                     last_sweep = now
                 retry = RETRY_MIN
+            except LauncherFenced as exc:
+                # Not alive as far as the store is concerned: its tasks went back, and another
+                # launcher may run them now.  Claim nothing more; kill the runs and exit.
+                log.error("%s: stopping, and killing %d run(s)", exc, self._running)
+                self.fenced = True
+                self.request_stop("lease expired (fenced)")
+                return
+            except StoreRejected as exc:
+                # Not an outage: something in this round trip can never be written.  Write
+                # each outcome alone, so one bad value fails only its own task.
+                log.error("the store refused a round trip (%s); writing its %d outcome(s) "
+                          "one by one", exc, len(outcomes))
+                self._write_alone(store, lid, started, outcomes)
+                continue
             except StoreError as exc:
                 # Keep the outcomes and try again: results produced during an outage are
                 # written when the store comes back.
                 with self._lock:
                     self._outcomes[:0] = outcomes
+                    self._started_ids[:0] = started
                 log.warning("store unavailable, retrying in %.1f s: %s", retry, exc)
                 time.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
@@ -609,6 +712,16 @@ class Pilot:
                     self._store_waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
 
 
+def _invalid_shape(shape: tuple) -> str | None:
+    """Why a stored resource shape is not a valid Resources (edited in the database by
+    hand, say), or None."""
+    try:
+        _resources(*shape)
+    except (TypeError, ValueError) as exc:
+        return f"its resources are invalid: {exc}"
+    return None
+
+
 @functools.lru_cache(maxsize=256)
 def _resources(*fields: int) -> Resources:
     """One Resources object per shape: most tasks of a campaign share a few."""
@@ -617,10 +730,18 @@ def _resources(*fields: int) -> Resources:
 
 def run_launcher(db_url: str, cfg: LauncherConfig, *, control_fd: int | None = None,
                  log_file: str | None = None) -> int:
-    """Run a launcher in this process until stopped (signals, idle timeout, control pipe)."""
+    """Run a launcher in this process until stopped (signals, idle timeout, control pipe).
+
+    ``log_file`` is created private (0600), like the database: a log names the store, tasks
+    and hosts.  An existing one is made private too and appended to.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
-        handlers = [logging.FileHandler(log_file)]
+        # os.open with a mode, not FileHandler (0666 less the umask, often world-readable):
+        # the file is private from its creation on; O_NOFOLLOW refuses a planted symlink.
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        handlers = [logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))]
     logging.basicConfig(level=config.setting("LOG_LEVEL").upper(), handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pilot = Pilot(db_url, cfg, control_fd=control_fd)

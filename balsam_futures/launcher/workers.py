@@ -8,6 +8,8 @@ so an idle worker gets its next task in one message).
 A worker that dies takes only its running task with it (WorkerCrashed), and a new worker takes
 its place.  A running task
 past its wall time is stopped by killing its worker's whole process group (TaskTimeout).
+A worker dies with the launcher that started it, taking its process group along
+(``worker.py``): nothing it runs outlives a launcher killed outright.
 """
 
 from __future__ import annotations
@@ -124,8 +126,12 @@ class WorkerPool:
     def _spawn(self, gpus: tuple[str, ...] | None) -> _Worker:
         head_sock, worker_sock = socket.socketpair()
         try:
+            # With this launcher's pid, which the worker dies with (worker._die_with_launcher).
+            # PR_SET_PDEATHSIG fires when the *thread* that started the worker exits: that is
+            # the dispatcher, the launcher's (or agent's) main thread, for every _spawn.
             proc = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE, str(worker_sock.fileno())],
+                [sys.executable, "-c", _WORKER_CODE, str(worker_sock.fileno()),
+                 str(os.getpid())],
                 pass_fds=(worker_sock.fileno(),), env=self._worker_env(gpus),
                 stdin=subprocess.DEVNULL,
                 # Its own process group, so a time-out kills whatever the task started too.
@@ -204,11 +210,13 @@ class WorkerPool:
             w.conn.send_bytes(pickle.dumps(None))
         except OSError:
             pass
-        self._forget(w)
         try:
             w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._kill(w)
+        # Closed once it has exited: a worker takes the socket closing under it for the
+        # launcher's death (worker._watch_launcher).
+        self._forget(w)
         self.workers[self.workers.index(w)] = self._spawn(w.gpus)
 
     # -- feeding -----------------------------------------------------------------------------
@@ -233,8 +241,7 @@ class WorkerPool:
                 return w
         # Restart the free worker least likely to be wanted as it is: the fewest GPUs.
         w = min(free, key=lambda w: len(w.gpus or ()))
-        self._forget(w)
-        self._kill(w)
+        self._kill(w)  # killed, then its socket closed: it takes a close for the launcher's end
         fresh = self._spawn(pin)
         fresh.done = 0
         self.workers[self.workers.index(w)] = fresh

@@ -76,15 +76,20 @@ def test_bulk_update_moves_only_allowed_states_with_history(populated):
     assert {r["priority"] for r in q.filter(id__in=big)} == {9}
 
 
-def test_delete_with_history_and_running_tasks_kept(populated):
+def test_delete_with_history_and_held_tasks_kept(populated):
     store, small, big = populated
     lid = store.register_launcher(LauncherInfo("h", 1))
-    running = store.claim(lid, 1)[0].id
+    running, claimed = (c.id for c in store.claim(lid, 2))  # the two priority-5 tasks
+    store.exchange(lid, [running], [], 0)  # its run started; the other one waits, CLAIMED
+    assert store.count_by_state() == {"RUNNING": 1, "CLAIMED": 1, "READY": 3}
     q = TaskQuery(store)
-    assert q.filter(tags={"exp": "a"}).delete() == 2  # the running one stays
-    assert q.count() == 3
-    assert store.history(small[1]) == []
-    assert q.filter(id=running).delete(running=True) == 1
+    # Held tasks (RUNNING, or CLAIMED by a launcher that may start them any moment) stay.
+    assert q.filter(tags={"exp": "a"}).delete() == 1
+    assert q.count() == 4
+    (gone,) = set(small) - {running, claimed}
+    assert store.history(gone) == [] and store.get_tasks([gone]) == []
+    assert q.filter(id__in=[running, claimed]).delete(running=True) == 2
+    assert q.count() == 2
 
 
 def test_bad_queries_say_what_to_fix(populated):

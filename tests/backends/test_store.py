@@ -18,7 +18,6 @@ import select
 import sqlite3
 import stat
 import threading
-import time
 
 import pytest
 from sqlalchemy import text, update
@@ -30,6 +29,7 @@ from balsam_futures.backends.schema import meta
 from balsam_futures.errors import SchemaMismatch
 from balsam_futures.tasks import (
     WATCHED,
+    LauncherState,
     Resources,
     TaskOptions,
     TaskSpec,
@@ -61,8 +61,32 @@ def add(store: SqlStore, n: int = 1, **options) -> list[int]:
     return store.create_tasks([spec(f"t{i}", **options) for i in range(n)])
 
 
-def launcher(store: SqlStore, name: str = "host") -> int:
-    return store.register_launcher(LauncherInfo(hostname=name, pid=os.getpid()))
+def launcher(store: SqlStore, name: str = "host", lease_s: float | None = None) -> int:
+    return store.register_launcher(LauncherInfo(hostname=name, pid=os.getpid(),
+                                                lease_s=lease_s))
+
+
+def start(store: SqlStore, lid: int, ids: list[int]) -> None:
+    """Report that runs of claimed tasks ``ids`` started (CLAIMED -> RUNNING)."""
+    assert store.exchange(lid, ids, [], 0).lost == []
+
+
+class FakeClock:
+    """A store clock that moves only when told (``store.clock = FakeClock()``)."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def launcher_state(store: SqlStore, lid: int) -> str:
+    (row,) = [r for r in store.list_launchers() if r["id"] == lid]
+    return row["state"]
 
 
 def state_of(store: SqlStore, task_id: int) -> TaskState:
@@ -157,7 +181,7 @@ class TestCreate:
 
 
 class TestClaim:
-    def test_claim_moves_tasks_to_running_under_the_launcher(self, store):
+    def test_claim_moves_tasks_to_claimed_under_the_launcher(self, store):
         ids = add(store, 3, tags={"a": "b"}, max_retries=2, timeout=5.0)
         lid = launcher(store)
         claimed = store.claim(lid, 10)
@@ -169,7 +193,10 @@ class TestClaim:
         assert c.auto_timeout_retry is True
         for tid in ids:
             row = row_of(store, tid)
-            assert (row["state"], row["launcher_id"]) == ("RUNNING", lid)
+            assert (row["state"], row["launcher_id"]) == ("CLAIMED", lid)
+            (h,) = store.history(tid)
+            assert (h["from_state"], h["to_state"], h["message"]) == (
+                "READY", "CLAIMED", f"claimed by launcher {lid}")
 
     def test_limit_zero_returns_nothing_and_claims_nothing(self, store):
         add(store, 3)
@@ -259,8 +286,8 @@ class TestClaim:
         holders = {r["id"]: r["launcher_id"] for r in second.get_tasks(ids)}
         for lid in lids:
             assert all(holders[tid] == lid for tid in got[lid])
-        assert second.count_by_state() == {"RUNNING": n}
-        assert transitions(second, ids[0]) == [("READY", "RUNNING")]
+        assert second.count_by_state() == {"CLAIMED": n}
+        assert transitions(second, ids[0]) == [("READY", "CLAIMED")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,7 +347,8 @@ class TestRecordOutcomes:
         assert row["error"] is None
         assert row["return_code"] == 0
         assert transitions(store, tid) == [
-            ("READY", "RUNNING"), ("RUNNING", "RUN_DONE"), ("RUN_DONE", "JOB_FINISHED"),
+            ("READY", "CLAIMED"), ("CLAIMED", "RUNNING"), ("RUNNING", "RUN_DONE"),
+            ("RUN_DONE", "JOB_FINISHED"),
         ]
 
     def test_error_with_retries_left_is_restarted_and_claimable(self, store):
@@ -350,9 +378,10 @@ class TestRecordOutcomes:
         row = row_of(store, tid)
         assert (row["state"], row["num_restarts"], row["error"]) == ("FAILED", 0, b"boom")
         assert transitions(store, tid) == [
-            ("READY", "RUNNING"), ("RUNNING", "RUN_ERROR"), ("RUN_ERROR", "FAILED"),
+            ("READY", "CLAIMED"), ("CLAIMED", "RUNNING"), ("RUNNING", "RUN_ERROR"),
+            ("RUN_ERROR", "FAILED"),
         ]
-        assert store.history(tid)[1]["message"] == "exit 1"
+        assert store.history(tid)[2]["message"] == "exit 1"
         assert store.claim(lid, 1) == []
 
     def test_timeout_is_retried_automatically_once(self, store):
@@ -368,7 +397,8 @@ class TestRecordOutcomes:
                again.auto_timeout_retry)
         assert state_of(store, tid) is S.FAILED
         assert [to for _, to in transitions(store, tid)] == [
-            "RUNNING", "RUN_TIMEOUT", "RESTART_READY", "RUNNING", "RUN_TIMEOUT", "FAILED",
+            "CLAIMED", "RUNNING", "RUN_TIMEOUT", "RESTART_READY",
+            "CLAIMED", "RUNNING", "RUN_TIMEOUT", "FAILED",
         ]
         assert_history_chained(store, tid)
 
@@ -395,10 +425,11 @@ class TestRecordOutcomes:
             TaskOutcome(ids[2], outcome_path(S.RUN_DONE, 0, 0, True), result=b"2"),  # b's
             TaskOutcome(ids[1], outcome_path(S.RUN_ERROR, 0, 0, True), error=b"1"),
         ])
-        assert [state_of(store, i) for i in ids] == [S.JOB_FINISHED, S.FAILED, S.RUNNING]
-        assert transitions(store, ids[2]) == [("READY", "RUNNING")]
-        assert len(store.history(ids[0])) == 3
-        assert len(store.history(ids[1])) == 3
+        # b's task is not even recorded as started: a's outcome does not touch it.
+        assert [state_of(store, i) for i in ids] == [S.JOB_FINISHED, S.FAILED, S.CLAIMED]
+        assert transitions(store, ids[2]) == [("READY", "CLAIMED")]
+        assert len(store.history(ids[0])) == 4
+        assert len(store.history(ids[1])) == 4
 
     def test_outcome_after_the_task_already_finished_writes_no_history(self, store):
         # A launcher that resends a batch (say its commit succeeded but the reply was lost)
@@ -420,7 +451,8 @@ class TestRecordOutcomes:
         outcome = TaskOutcome(tid, outcome_path(S.RUN_DONE, 0, 0, True), result=b"r")
         store.record_outcomes(lid, [outcome, outcome])
         assert transitions(store, tid) == [
-            ("READY", "RUNNING"), ("RUNNING", "RUN_DONE"), ("RUN_DONE", "JOB_FINISHED"),
+            ("READY", "CLAIMED"), ("CLAIMED", "RUNNING"), ("RUNNING", "RUN_DONE"),
+            ("RUN_DONE", "JOB_FINISHED"),
         ]
 
     def test_every_state_change_has_exactly_one_history_row(self, store):
@@ -434,10 +466,10 @@ class TestRecordOutcomes:
             TaskOutcome(ids[3], outcome_path(S.RUN_TIMEOUT, 0, 1, True)),
         ])
         expected = {
-            ids[0]: ["RUNNING", "RUN_DONE", "JOB_FINISHED"],
-            ids[1]: ["RUNNING", "RUN_ERROR", "RESTART_READY"],
-            ids[2]: ["RUNNING", "KILLED"],
-            ids[3]: ["RUNNING", "RUN_TIMEOUT", "RESTART_READY"],
+            ids[0]: ["CLAIMED", "RUNNING", "RUN_DONE", "JOB_FINISHED"],
+            ids[1]: ["CLAIMED", "RUNNING", "RUN_ERROR", "RESTART_READY"],
+            ids[2]: ["CLAIMED", "RUNNING", "KILLED"],
+            ids[3]: ["CLAIMED", "RUNNING", "RUN_TIMEOUT", "RESTART_READY"],
         }
         for tid, states in expected.items():
             assert [to for _, to in transitions(store, tid)] == states
@@ -509,7 +541,9 @@ class TestEvents:
         assert store.read_events(cursor) == ([], cursor)
         # New events appear after the cursor, and only them.
         (tid,) = add(store, priority=1)  # claimed before the task waiting for a retry
-        store.claim(launcher(store), 1)
+        lid = launcher(store)
+        store.claim(lid, 1)  # CLAIMED is not watched: the start is the event
+        start(store, lid, [tid])
         more, cursor2 = store.read_events(cursor)
         assert [(e.task_id, e.state) for e in more] == [(tid, S.RUNNING)]
         assert cursor2 > cursor
@@ -519,6 +553,7 @@ class TestEvents:
         ids = add(store, 1, max_retries=1)
         lid = launcher(store)
         store.claim(lid, 1)
+        start(store, lid, ids)  # its RUNNING event comes before the cursor
         _, cursor = store.read_events(0)
         finish(store, lid, ids[0], S.RUN_ERROR, 0, 1)  # RUN_ERROR, RESTART_READY: unwatched
         events, cursor2 = store.read_events(cursor)
@@ -558,6 +593,7 @@ class TestCancel:
         restart, running, finished = add(store, 3, max_retries=1)
         lid = launcher(store)
         store.claim(lid, 3)
+        start(store, lid, [running])  # a CLAIMED task could still be cancelled
         finish(store, lid, restart, S.RUN_ERROR, 0, 1)
         finish(store, lid, finished, S.RUN_DONE, result=b"r")
         (ready,) = add(store)
@@ -604,7 +640,11 @@ class TestCancel:
         finish(store, lid, ids[0], S.RUN_DONE, result=b"")
         store.cancel([ids[5]])
         assert store.count_by_state() == {
-            "READY": 2, "RUNNING": 2, "JOB_FINISHED": 1, "CANCELLED": 1,
+            "READY": 2, "CLAIMED": 2, "JOB_FINISHED": 1, "CANCELLED": 1,
+        }
+        start(store, lid, ids[1:2])
+        assert store.count_by_state() == {
+            "READY": 2, "CLAIMED": 1, "RUNNING": 1, "JOB_FINISHED": 1, "CANCELLED": 1,
         }
 
 
@@ -614,64 +654,84 @@ class TestCancel:
 
 
 class TestLeases:
+    """Leases on a fake clock (``store.clock``): time moves when the test says so."""
+
     def test_expired_launcher_is_requeued_live_one_untouched(self, store):
+        store.clock = clock = FakeClock()
         ids = add(store, 4)
-        dead, live = launcher(store, "dead"), launcher(store, "live")
+        dead, live = launcher(store, "dead", lease_s=30), launcher(store, "live", lease_s=30)
         dead_tasks = [c.id for c in store.claim(dead, 2)]
         live_tasks = [c.id for c in store.claim(live, 2)]
         assert sorted(dead_tasks + live_tasks) == ids
-        time.sleep(0.4)
-        store.heartbeat(live)
-        requeued = store.requeue_expired(lease_seconds=0.2)
+        started, claimed = dead_tasks  # one run started, one still in the backlog
+        start(store, dead, [started])
+        clock.advance(20)
+        store.heartbeat(live)  # renews its lease; dead stays silent
+        clock.advance(20)  # dead: 40 s silent, past its 30 s lease; live: 20 s
+        requeued = store.requeue_expired()
         assert sorted(requeued) == sorted(dead_tasks)
-        for tid in dead_tasks:
+        assert launcher_state(store, dead) == LauncherState.EXPIRED.value
+        assert launcher_state(store, live) == LauncherState.RUNNING.value
+        for tid, was, now in ((started, "RUNNING", "RESTART_READY"),
+                              (claimed, "CLAIMED", "READY")):
             row = row_of(store, tid)
-            assert (row["state"], row["launcher_id"]) == ("RESTART_READY", None)
+            assert (row["state"], row["launcher_id"]) == (now, None)
             last = store.history(tid)[-1]
-            assert (last["from_state"], last["to_state"]) == ("RUNNING", "RESTART_READY")
+            assert (last["from_state"], last["to_state"]) == (was, now)
             assert "lease" in last["message"]
+            assert last["at"] == clock.now
+            assert_history_chained(store, tid)
         for tid in live_tasks:
             assert row_of(store, tid)["launcher_id"] == live
-            assert state_of(store, tid) is S.RUNNING
+            assert state_of(store, tid) is S.CLAIMED
         # Requeued tasks are claimable again; nothing more expires right away.
-        assert store.requeue_expired(lease_seconds=0.2) == []
+        assert store.requeue_expired() == []
         assert sorted(c.id for c in store.claim(live, 10)) == sorted(dead_tasks)
 
     def test_nothing_expires_within_the_lease(self, store):
+        store.clock = clock = FakeClock()
         add(store, 2)
-        lid = launcher(store)
+        lid = launcher(store, lease_s=60)
         store.claim(lid, 2)
-        assert store.requeue_expired(lease_seconds=60) == []
-        assert store.count_by_state() == {"RUNNING": 2}
+        clock.advance(59)
+        assert store.requeue_expired() == []
+        assert store.count_by_state() == {"CLAIMED": 2}
+        assert launcher_state(store, lid) == LauncherState.RUNNING.value
 
     def test_late_outcome_from_an_expired_launcher_is_dropped(self, store):
+        store.clock = clock = FakeClock()
         (tid,) = add(store)
-        dead = launcher(store, "dead")
+        dead = launcher(store, "dead", lease_s=10)
         store.claim(dead, 1)
-        time.sleep(0.3)
-        assert store.requeue_expired(lease_seconds=0.1) == [tid]
+        start(store, dead, [tid])
+        clock.advance(11)
+        assert store.requeue_expired() == [tid]
         finish(store, dead, tid, S.RUN_DONE, result=b"late")
         assert state_of(store, tid) is S.RESTART_READY
         assert row_of(store, tid)["result"] is None
         assert_history_chained(store, tid)
 
     def test_stop_launcher_requeues_its_running_tasks(self, store):
+        store.clock = clock = FakeClock()
         ids = add(store, 3)
-        a, b = launcher(store, "a"), launcher(store, "b")
+        a, b = launcher(store, "a", lease_s=10), launcher(store, "b", lease_s=30)
         store.claim(a, 2)
         store.claim(b, 1)
+        start(store, a, ids[1:2])
         finish(store, a, ids[0], S.RUN_DONE, result=b"r")
         assert store.stop_launcher(a, "launcher stopped by test") == [ids[1]]
         assert state_of(store, ids[0]) is S.JOB_FINISHED
         assert state_of(store, ids[1]) is S.RESTART_READY
-        assert state_of(store, ids[2]) is S.RUNNING
+        assert state_of(store, ids[2]) is S.CLAIMED
         last = store.history(ids[1])[-1]
         assert (last["from_state"], last["to_state"], last["message"]) == (
             "RUNNING", "RESTART_READY", "launcher stopped by test")
-        # A stopped launcher is not expired again later, and its task runs elsewhere.
-        time.sleep(0.2)
+        # A stopped launcher is not expired again later (past its lease), and its task runs
+        # elsewhere.
+        clock.advance(20)
         store.heartbeat(b)
-        assert store.requeue_expired(lease_seconds=0.1) == []
+        assert store.requeue_expired() == []
+        assert launcher_state(store, a) == LauncherState.STOPPED.value
         assert [c.id for c in store.claim(b, 10)] == [ids[1]]
 
 

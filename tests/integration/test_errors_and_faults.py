@@ -576,10 +576,9 @@ def test_killed_launcher_breaks_futures_and_tasks_are_recovered(make_executor, n
     with pytest.raises(balsam_futures.LauncherBroken):
         ex.submit(identity, 1)
 
-    # Still RUNNING under the dead launcher; an expired lease puts them back in the queue.
-    assert [task_state(ex.store, i) for i in ids] == [S.RUNNING, S.RUNNING]
-    assert sorted(ex.store.requeue_expired(0)) == sorted(ids)
+    # The executor saw its launcher die and put its tasks back in the queue at once.
     assert [task_state(ex.store, i) for i in ids] == [S.RESTART_READY, S.RESTART_READY]
+    assert time.monotonic() - t0 < 5
 
     gate.open()
     ex2 = make_executor(max_workers=2)  # same site, new launcher

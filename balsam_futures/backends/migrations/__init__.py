@@ -12,11 +12,12 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from . import m0001_initial, m0002_runs_and_batch_jobs
+from . import m0001_initial, m0002_runs_and_batch_jobs, m0003_claimed_and_leases
 
 STEPS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial.apply),
     ("0002_runs_and_batch_jobs", m0002_runs_and_batch_jobs.apply),
+    ("0003_claimed_and_leases", m0003_claimed_and_leases.apply),
 ]
 
 SCHEMA_VERSION = len(STEPS)

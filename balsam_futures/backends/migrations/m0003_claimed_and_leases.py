@@ -1,0 +1,20 @@
+"""Version 3: each launcher's own lease (bf_launchers.lease_s), and the index of held tasks
+(CLAIMED or RUNNING) replacing the index of RUNNING ones."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+
+def apply(conn: Connection) -> None:
+    from ..schema import tasks
+
+    columns = {c["name"] for c in inspect(conn).get_columns("bf_launchers")}
+    if "lease_s" not in columns:
+        conn.execute(text("ALTER TABLE bf_launchers ADD COLUMN lease_s FLOAT NOT NULL "
+                          "DEFAULT 30.0"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_bf_tasks_running"))
+    for index in tasks.indexes:
+        if index.name == "ix_bf_tasks_held":
+            index.create(conn, checkfirst=True)
