@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import glob
 import os
 import pickle
@@ -33,6 +34,7 @@ import re
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
@@ -62,13 +64,41 @@ _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _NOT_FOUND = re.compile(r"([^\s:][^:\n]*): (?:command )?not found\s*$", re.MULTILINE)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 _GLOB_CHARS = re.compile(r"[*?[]")
+#: Stands for a value where ShellApp._arg_sizes splits a template.
+_TOKEN = re.compile("\0[0-9]+\0")
 #: Parameter value types: each has one obvious text form on a command line.
 PARAM_TYPES = (str, int, float, PurePath)
+#: The most bytes one argument or environment string may take in execve(2), its final NUL
+#: included: Linux's MAX_ARG_STRLEN (32 pages, include/uapi/linux/binfmts.h), at 4 KiB pages,
+#: the smallest.  Past it execve fails with E2BIG however much room ARG_MAX leaves.
+MAX_ARG_STRLEN = 131072
+#: What execve counts for each string besides its bytes: its pointer in argv or envp.
+_POINTER = struct.calcsize("P")
 
 # One parsed piece of a template: literal text, then a field (name, format spec, conversion)
 # or None after the last literal.
 _Part = tuple[str, "str | None", str, "str | None"]
 
+
+
+def _refuse_nul(text: str, what: str) -> None:
+    # A C string ends at its first NUL: no argument, path or variable can hold one.
+    if "\0" in text:
+        raise ValueError(f"{what} contains a NUL character, which no command line, path or "
+                         "environment variable can hold")
+
+
+@functools.cache
+def _arg_max() -> int:
+    """The most bytes execve(2) takes for arguments and environment together, pointers
+    included: sysconf ARG_MAX, a quarter of the stack limit on Linux (execve(2), "Limits on
+    size of arguments and environment").  Asked here, at submit; the launcher's stack limit
+    may differ."""
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        limit = -1
+    return limit if limit > 0 else MAX_ARG_STRLEN
 
 
 def _parse_fields(template: str, what: str) -> tuple[_Part, ...]:
@@ -188,7 +218,10 @@ def _safe_name(text: str) -> str:
 def _absolute(path: str | os.PathLike[str], what: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{what} must be a path, not {type(path).__name__}")
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+    text = os.fspath(path)
+    if isinstance(text, str):
+        _refuse_nul(text, what)
+    return os.path.abspath(os.path.expanduser(text))
 
 
 def _normalize_inputs(inputs: Any) -> tuple[tuple[str | None, str], ...]:
@@ -265,6 +298,7 @@ class ShellApp:
             raise TypeError(f"command must be a str, not {type(self.command).__name__}")
         if not self.command.strip():
             raise ValueError("command must be a non-empty str")
+        _refuse_nul(self.command, "command")
         if self.name is not None and not isinstance(self.name, str):
             raise TypeError(f"name must be a str or None, not {type(self.name).__name__}")
         if self.name == "":
@@ -273,8 +307,13 @@ class ShellApp:
         for key, value in env.items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                 raise ValueError(f"env: {key!r} is not a valid environment variable name")
-            if not isinstance(value, str) or "\0" in value:
-                raise TypeError(f"env[{key!r}] must be a str without NUL characters")
+            if not isinstance(value, str):
+                raise TypeError(f"env[{key!r}] must be a str, not {type(value).__name__}")
+            _refuse_nul(value, f"env[{key!r}]")
+            if len(os.fsencode(f"{key}={value}")) + 1 > MAX_ARG_STRLEN:
+                raise ValueError(f"env[{key!r}] is over the limit of {MAX_ARG_STRLEN:,} bytes "
+                                 "that execve(2) takes for one variable (MAX_ARG_STRLEN); pass "
+                                 "large data through files")
         for hook in ("preprocess", "postprocess"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise TypeError(f"{hook} must be a callable")
@@ -283,6 +322,8 @@ class ShellApp:
         if isinstance(self.parent_outputs, str):
             object.__setattr__(self, "parent_outputs", (self.parent_outputs,))
         for pattern in self.parent_outputs:
+            if isinstance(pattern, str):
+                _refuse_nul(pattern, "parent_outputs")
             if not isinstance(pattern, str) or os.path.isabs(pattern) or ".." in pattern:
                 raise ValueError(f"parent_outputs: {pattern!r} must be a relative glob "
                                  "pattern such as '*.dat'")
@@ -294,6 +335,7 @@ class ShellApp:
             if not isinstance(self.workdir, str) or not os.path.isabs(self.workdir):
                 raise ValueError(f"workdir must be an absolute path template, not "
                                  f"{self.workdir!r}")
+            _refuse_nul(self.workdir, "workdir")
             workdir_parts = _parse_fields(self.workdir, "workdir")
             if ".." in PurePath(self.workdir).parts:
                 raise ValueError(f"workdir must not contain '..': {self.workdir!r}")
@@ -349,11 +391,58 @@ class ShellApp:
             if not isinstance(value, PARAM_TYPES):
                 raise TypeError(f"parameter {key!r} must be a str, int, float, bool or "
                                 f"pathlib.Path, not {type(value).__name__}")
-        self.render(**params)  # format errors raise here, at submit
+        # Format errors, NULs and a command execve(2) would refuse raise here, at submit.
+        self._check_exec_limits(params, self.render(**params))
         if self._workdir_parts:
             _check_workdir(Path(_fill(self._workdir_parts,
                                       {**params, "id": 0, "name": "x"}, quote=False)))
         return params
+
+    def _check_exec_limits(self, params: Mapping[str, Any], rendered: str) -> None:
+        """Refuse a command line that execve(2) would refuse (E2BIG) when the task runs."""
+        env_bytes = sum(len(os.fsencode(f"{k}={v}")) + 1 + _POINTER for k, v in self.env.items())
+        # A bound that needs no splitting: at most 4 bytes a character, and an argument (NUL
+        # and pointer) per 2 characters, plus "/bin/sh -c".
+        if 9 * len(rendered) + 64 + env_bytes <= min(MAX_ARG_STRLEN, _arg_max()):
+            return
+        sizes = self._arg_sizes(params, rendered)
+        how = ("the whole command, one argument of /bin/sh -c," if self._needs_shell
+               else "an argument")
+        if max(sizes) > MAX_ARG_STRLEN:
+            raise ValueError(
+                f"the command line is too long to start: {how} takes {max(sizes):,} bytes, "
+                f"over the limit of {MAX_ARG_STRLEN:,} that execve(2) takes for one argument "
+                "(MAX_ARG_STRLEN); pass large data through files (inputs=, or a path as a "
+                "parameter)")
+        total = sum(sizes) + _POINTER * len(sizes) + env_bytes
+        if total > _arg_max():
+            raise ValueError(
+                f"the command line is too long to start: its arguments and env take "
+                f"{total:,} bytes, over the limit of {_arg_max():,} that execve(2) takes for "
+                "arguments and environment together (ARG_MAX; the launcher's own environment "
+                "adds to it); pass large data through files (inputs=, or a path as a "
+                "parameter)")
+
+    def _arg_sizes(self, params: Mapping[str, Any], rendered: str) -> list[int]:
+        """The bytes, final NUL included, of each argument of the command's argv."""
+        if self._needs_shell:
+            return [len(b"/bin/sh") + 1, len(b"-c") + 1, len(os.fsencode(rendered)) + 1]
+        # Split the template with a short token in place of each value (quoted, a value is
+        # one plain word part, as the token is), not the rendered line: shlex takes seconds
+        # for megabytes.  NUL cannot be in the template, so a token cannot be either.
+        pieces, value_bytes = [], {}
+        for i, (literal, name, spec, conv) in enumerate(self._parts):
+            pieces.append(literal)
+            if name is not None:
+                token = f"\0{i}\0"
+                pieces.append(token)
+                value_bytes[token] = len(os.fsencode(_format_value(params[name], spec, conv)))
+        sizes = []
+        for arg in shlex.split("".join(pieces)):
+            tokens = _TOKEN.findall(arg)
+            sizes.append(len(os.fsencode(arg)) + 1
+                         + sum(value_bytes[t] - len(t) for t in tokens))
+        return sizes
 
     def render(self, **params: Any) -> str:
         """The command line for these parameters, each value quoted for the shell."""
@@ -422,7 +511,8 @@ def shell_call(app: ShellApp, args: tuple, kwargs: dict) -> tuple[Callable[..., 
 
 
 def _check_workdir(path: Path) -> None:
-    if not path.is_absolute() or ".." in path.parts or "\0" in str(path):
+    _refuse_nul(str(path), "the working directory")
+    if not path.is_absolute() or ".." in path.parts:
         raise ValueError(f"the working directory {str(path)!r} must be an absolute path "
                          "without '..'")
 

@@ -186,6 +186,10 @@ class Watcher(threading.Thread):
         last_activity = time.monotonic()
         last_check = last_sweep = 0.0
         outage = _Outage("watcher")
+        try:
+            deletions = self.store.deletions()
+        except StoreError:
+            deletions = -1  # unknown: look once the store answers
         while not self._stopping.is_set():
             try:
                 if self.store.changed() and self.drain():
@@ -205,6 +209,10 @@ class Watcher(threading.Thread):
                     outage.failed(exc)
             if now - last_check > 0.5:
                 last_check = now
+                try:
+                    deletions = self._fail_deleted(deletions)
+                except StoreError as exc:
+                    outage.failed(exc)
                 if self._launcher_died():
                     return
                 if self._owner() is None and not self.registry.futures:
@@ -218,6 +226,22 @@ class Watcher(threading.Thread):
             poll = POLL_MIN if now - last_activity < ACTIVE_WINDOW else min(poll * 2, POLL_MAX)
             if self._waker.wait(poll):
                 last_activity = time.monotonic()
+
+    def _fail_deleted(self, seen: int) -> int:
+        """Fail the futures whose tasks were deleted from the store (``rm``), which no event
+        will ever resolve; one cheap read unless something was deleted since ``seen``."""
+        now_deleted = self.store.deletions()
+        if now_deleted == seen:
+            return seen
+        with self.registry.lock:
+            ids = [i for i in self.registry.futures if i is not None]
+        missing = set(ids) - {e.task_id for e in self.store.task_outcomes(ids)}
+        with self.registry.lock:
+            gone = [f for i, f in self.registry.futures.items() if i in missing]
+        for fut in gone:
+            _fail_all([fut], TaskFailed(f"task {fut._task_id} was deleted from the store",
+                                        task_id=fut._task_id))
+        return now_deleted
 
     def drain(self) -> int:
         """Read and apply every new event; returns how many were applied."""
@@ -246,7 +270,8 @@ class Watcher(threading.Thread):
         code = proc.returncode()
         err = LauncherBroken(
             f"the launcher started by this executor exited with code {code} (log: "
-            f"{proc.log_file}); its tasks stay in the store and will run under another launcher"
+            f"{proc.log_file}); its tasks were requeued in the store and will run under another "
+            "launcher"
         )
         log.error("%s", err)
         # Its tasks go back to the queue now, not after its lease: this executor saw it die

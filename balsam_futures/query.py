@@ -14,6 +14,7 @@ the one implementation the command line uses too.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -23,6 +24,10 @@ from .backends.queries import QUERY_COLUMNS, QUERY_OPS
 from .tasks import HELD, TRANSITIONS, Resources, TaskOptions, TaskState, parse_state
 
 #: Fields ``update`` may set besides ``state``.
+#: How long ``delete(running=True)`` waits for launchers to stop the runs of the tasks it
+#: deletes (a live launcher looks for kill requests at least every 0.5 s; a dead one never
+#: answers, and its tasks are deleted anyway after this).
+KILL_WAIT_S = 10.0
 UPDATABLE = frozenset({"priority", "max_retries", "wall_time_s", "num_nodes", "ranks_per_node",
                        "threads_per_rank", "gpus_per_rank", "node_packing_count",
                        "description", "name"})
@@ -187,11 +192,20 @@ class TaskQuery:
         launchers (KILLED); returns how many were affected."""
         return len(self.store.kill(self.ids()))
 
-    def delete(self, *, running: bool = False) -> int:
-        """Delete the matching tasks and their history; RUNNING ones only with running=True
-        (their launchers' results are then dropped)."""
+    def delete(self, *, running: bool = False, kill_wait: float = KILL_WAIT_S) -> int:
+        """Delete the matching tasks and their history.  Tasks a launcher holds (CLAIMED or
+        RUNNING) only with ``running=True``: they are killed first (waiting up to
+        ``kill_wait`` seconds for their launchers to stop the runs), so no run goes on
+        without its row; futures waiting on deleted tasks raise."""
         if self._limit is not None or self._order:
             raise ValueError("delete() applies to every matching task: drop limit/order_by")
+        if running:
+            held = self.filter(state__in=sorted(s.value for s in HELD)).ids()
+            if held and self.store.kill(held):
+                deadline = time.monotonic() + kill_wait
+                while time.monotonic() < deadline and any(
+                        e.state in HELD for e in self.store.task_outcomes(held)):
+                    time.sleep(0.05)  # polling a few rows; launchers stop runs in ms
         return len(self.store.query_delete(self._filters, running=running))
 
 

@@ -116,10 +116,34 @@ def load_result(blob: bytes) -> Any:
     return pickle.loads(blob)
 
 
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``<unprintable T object>`` where that raises (as Python 2's traceback
+    printed it): a task's broken ``__str__`` must not lose the task's error."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001 - whatever __str__ raises, the error still goes back
+        return f"<unprintable {type(exc).__name__} object>"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The formatted traceback of ``exc``.  ``traceback`` survives an ``__str__`` raising an
+    Exception ("<exception str() failed>"), not one raising a BaseException, nor anything
+    raising in an exception of the chain; then the frames and each type name do."""
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # noqa: BLE001 - the task's own error matters more than its text
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        return (f"Traceback (most recent call last):\n{frames}"
+                f"{type(exc).__qualname__}: {exception_text(exc)}\n")
+
+
 def dump_exception(exc: BaseException, where: str) -> bytes:
-    """Pack an exception with its traceback; ``where`` names the task, host and launcher."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    text = f'\n"""\n{where}\n{text}"""'
+    """Pack an exception with its traceback; ``where`` names the task, host and launcher.
+
+    Never raises for the exception's sake (its ``__str__`` may raise, it may not pickle): a
+    worker that cannot pack a task's error would die of it, and report a crash instead.
+    """
+    text = f'\n"""\n{where}\n{_traceback_text(exc)}"""'
     exc_bytes: bytes | None
     try:
         pickling_support.install(exc)
@@ -127,13 +151,13 @@ def dump_exception(exc: BaseException, where: str) -> bytes:
         # Many exception classes pickle but do not unpickle (a custom __init__ with other
         # arguments); find out here, where the text can still be sent instead.
         pickle.loads(exc_bytes)
-    except Exception:
+    except BaseException:  # noqa: BLE001 - a __reduce__ may raise anything: send the text
         exc_bytes = None
     return pickle.dumps(
         {
             "exc": exc_bytes,
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": str(exc),
+            "message": exception_text(exc),
             "traceback": text,
         },
         protocol=pickle.HIGHEST_PROTOCOL,

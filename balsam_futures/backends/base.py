@@ -24,6 +24,7 @@ connections, begin write transactions, and tell that something changed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -189,6 +190,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                 conn.execute(q.write_meta(), [
                     {"key": "app", "value": APP_NAME},
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "deletions", "value": "0"},
                 ])
                 return
             found = dict(conn.execute(q.read_meta()).all())
@@ -345,11 +347,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                          max_gpus: int | None = None,
                          offer: ClaimOffer | None = None) -> list[ClaimedTask]:
         """Record outcomes and claim up to ``limit`` tasks, in one transaction (see
-        :meth:`exchange`); returns the claimed tasks.  An outcome means its run started."""
+        :meth:`exchange`); returns the claimed tasks."""
         if offer is None:
             offer = ClaimOffer(max_nodes=max_nodes, tags=dict(tags or {}), max_gpus=max_gpus)
-        return self.exchange(launcher_id, [o.task_id for o in outcomes], outcomes, limit,
-                             offer).claimed
+        return self.exchange(launcher_id, (), outcomes, limit, offer).claimed
 
     def exchange(self, launcher_id: int, started: Sequence[int],
                  outcomes: Sequence[TaskOutcome], limit: int,
@@ -372,8 +373,9 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                               LauncherState.EXPIRED)
                 fenced = True
             else:
-                lost = self._started(cur, launcher_id, started, now,
-                                     {o.task_id for o in outcomes})
+                # An outcome means its run started: a start not reported yet is recorded too.
+                ended = {o.task_id for o in outcomes}
+                lost = self._started(cur, launcher_id, [*started, *ended], now, ended)
                 if outcomes:
                     self._record(cur, launcher_id, outcomes, now)
                 rows = self._claim_rows(cur, launcher_id, limit, offer, now) \
@@ -412,6 +414,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         """Record that runs of tasks ``ids`` started (CLAIMED→RUNNING, with history); returns
         the ids of runs still going (not in ``ended``) that this launcher no longer holds:
         cancelled or requeued meanwhile.  (An ended run's outcome is simply refused.)"""
+        ids = list(dict.fromkeys(ids))  # a resend names a task twice: one move, one row
         if not ids:
             return []
         moved = self._mark_started(cur, launcher_id, ids, now)
@@ -570,6 +573,9 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     def register_launcher(self, info: LauncherInfo) -> int:
         now = self.clock()
         lease = info.lease_s if info.lease_s is not None else config.setting("LEASE_SECONDS")
+        if not (isinstance(lease, (int, float)) and math.isfinite(lease) and lease > 0):
+            raise ValueError(f"a launcher's lease must be a finite number of seconds > 0, "
+                             f"not {lease!r}")
         with self._raw_write() as cur:
             return self._exec(cur, "insert_launcher", {
                 "hostname": info.hostname, "pid": info.pid,

@@ -8,7 +8,6 @@ pass the ``from_states`` that guard each update.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +48,7 @@ class BatchJobs:
     def create_batch_job(self, values: Mapping[str, Any]) -> int:
         """Store a new batch job; returns its id.  ``created_at``/``updated_at`` are set
         here; the other columns come from ``values`` (missing ones are NULL)."""
-        now = time.time()
+        now = self.clock()
         row = {c: None for c in q.BATCH_JOB_INSERT_COLUMNS}
         row.update(values)
         row.update(created_at=now, updated_at=now)
@@ -79,7 +78,7 @@ class BatchJobs:
                          from_states: Iterable[str] | None = None) -> bool:
         """Set ``values`` on batch job ``job_id`` if its state is in ``from_states`` (any
         state when None); returns whether the row was changed."""
-        values = {**values, "updated_at": time.time()}
+        values = {**values, "updated_at": self.clock()}
         columns = tuple(sorted(values))
         guard = None if from_states is None else tuple(sorted(set(from_states)))
         with self._raw_write() as cur:

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.sql import Select
 
 from ..tasks import CLAIMABLE, HELD, LauncherState, TaskState, sources
@@ -355,6 +368,17 @@ def requeue(ids: list[int]):
                            else_=TaskState.RESTART_READY.value),
                 launcher_id=None, kill_requested=False, updated_at=_p("now"))
     )
+
+
+def count_deletions():
+    """Add :n to the store's count of deleted tasks (kept in the meta table)."""
+    return update(meta).where(meta.c.key == "deletions").values(
+        value=cast(cast(meta.c.value, Integer) + _p("n"), Text))
+
+
+def select_deletions():
+    """The store's count of deleted tasks (no row: none ever)."""
+    return select(meta.c.value).where(meta.c.key == "deletions")
 
 
 def delete_tasks(ids: list[int]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ..tasks import CLAIMABLE, FINAL, HELD, TaskState, sources
@@ -35,7 +34,7 @@ class TaskQueries:
     def query_update(self, filters: tuple, values: dict[str, Any], message: str) -> list[int]:
         """Update the matching tasks; a new ``state`` applies only to tasks allowed to move
         to it (see TRANSITIONS), with a history row each.  Returns the ids changed."""
-        now = time.time()
+        now = self.clock()
         values = dict(values)
         state = values.pop("state", None)
         with self._raw_write() as cur:
@@ -70,4 +69,13 @@ class TaskQueries:
                    self._exec_once(cur, q.query_lock_ids(filters, states), {}).fetchall()]
             for start in range(0, len(ids), BULK_CHUNK):
                 self._exec_once(cur, q.delete_tasks(ids[start:start + BULK_CHUNK]), {})
+            if ids:
+                # Watchers compare this count to tell that futures may have lost their rows.
+                self._exec(cur, "count_deletions", {"n": len(ids)})
         return ids
+
+    def deletions(self) -> int:
+        """How many tasks were ever deleted from this store (a watcher's cheap probe)."""
+        with self._raw_read() as cur:
+            row = self._exec(cur, "select_deletions", {}).fetchone()
+        return int(row[0]) if row else 0

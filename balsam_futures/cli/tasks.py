@@ -191,7 +191,7 @@ def kill_cmd(**kw) -> None:
 
 @main.command("rm")
 @with_options(STORE_OPTIONS + FILTER_OPTIONS)
-@click.option("--running", is_flag=True, help="Also delete RUNNING tasks.")
+@click.option("--running", is_flag=True, help="Also delete tasks a launcher holds (CLAIMED or RUNNING): they are killed first.")
 def rm_cmd(running, **kw) -> None:
     """Delete matching tasks and their history."""
     _apply("rm", running=running, **kw)

@@ -13,7 +13,10 @@
 An agent runs the head's WorkerPool unchanged, so a run here behaves as on the head's node
 (GPU pinning, time-outs, a crashed worker failing only its run).  It never touches the store.
 Its workers see ``BALSAM_FUTURES_AGENT=<node>``, and none of the variables that made the agent
-a rank of its MPI launch (a task importing mpi4py must not join the agents' job).
+a rank of its MPI launch (a task importing mpi4py must not join the agents' job).  They die
+with the agent, as a head's die with the head (``worker.py``: the agent's main thread starts
+them).  A head killed outright leaves the agents' launch running: an agent stops when the
+head has been silent for SILENCE_S.
 """
 
 from __future__ import annotations

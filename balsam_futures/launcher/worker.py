@@ -39,7 +39,13 @@ from typing import Any, NoReturn
 
 from .. import tasks as _tasks
 from ..errors import WorkerInitError
-from ..serialization import CallLoader, dump_exception, dump_result, fill_parent_results
+from ..serialization import (
+    CallLoader,
+    dump_exception,
+    dump_result,
+    exception_text,
+    fill_parent_results,
+)
 
 #: PR_SET_PDEATHSIG in <linux/prctl.h>: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -227,7 +233,8 @@ def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
         initializer, initargs = pickle.loads(init_blob)
         initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001 - any failure breaks this worker's tasks
-        err = WorkerInitError(f"the executor's initializer raised {type(exc).__name__}: {exc}")
+        err = WorkerInitError(f"the executor's initializer raised {type(exc).__name__}: "
+                              f"{exception_text(exc)}")
         err.__cause__ = exc
         return dump_exception(err, f"worker initializer on {where}")
     return None

@@ -56,7 +56,7 @@ def summary_table():
     rows = [header, *SEEN]
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header))]
     lines = ["  ".join(cell[:w].ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    print(f"\n{len(SEEN)} bad inputs tried, each between 3 + 3 good tasks:")
+    print(f"\n{len(SEEN)} bad inputs tried (each between 3 good tasks and 3 more, unless said):")
     print("\n".join(lines))
 
 

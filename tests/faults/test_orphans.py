@@ -197,3 +197,46 @@ def test_a_killed_launcher_takes_its_mpi_runs_along(executor, tmp_path):
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
+
+
+@pytest.mark.mpi
+def test_a_killed_agent_takes_its_workers_and_what_they_run_along(executor, tmp_path):
+    """An agent (``--agents``: one per other node, started through mpiexec) killed outright:
+    its workers die with it as a head's die with the head."""
+    pytest.importorskip("mpi4py", reason="agents talk to their head over mpi4py")
+    if not os.access(os.path.join(os.path.dirname(sys.executable), "mpiexec"), os.X_OK):
+        pytest.skip("no mpiexec beside the interpreter (pip install mpich)")
+    for _ in range(2):  # one on the head's node, one on the agent's
+        executor.submit(ShellApp("sleep 60"))
+    executor.flush()
+    head = start_launcher(tmp_path / "site", "--nodes", "2", "--cores-per-node", "1",
+                          "--gpus-per-node", "0", "--agents")
+    try:
+        deadline = time.monotonic() + 60
+        while sum(command_of(p) == "sleep 60" for p in descendants(head.pid)) < 2:
+            assert time.monotonic() < deadline, "the tasks never started"
+            time.sleep(0.02)
+        agent = next(p for p in descendants(head.pid)
+                     if command_of(p).endswith("-m balsam_futures.launcher.agent"))
+        kill_and_check(_Process(agent), set())
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+
+
+class _Process:
+    """Enough of a Popen for kill_and_check: a process this test did not start."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> None:
+        while alive(self.pid):
+            time.sleep(0.01)

@@ -46,8 +46,8 @@ pytestmark = pytest.mark.timeout(90)
 RESULT_TIMEOUT_S = 30.0
 
 S = TaskState
-DONE_PATH = [S.RUNNING, S.RUN_DONE, S.JOB_FINISHED]
-ERROR_PATH = [S.RUNNING, S.RUN_ERROR, S.FAILED]
+DONE_PATH = [S.CLAIMED, S.RUNNING, S.RUN_DONE, S.JOB_FINISHED]
+ERROR_PATH = [S.CLAIMED, S.RUNNING, S.RUN_ERROR, S.FAILED]
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +412,8 @@ def test_timeout_without_retry_raises_task_timeout(make_executor):
     assert isinstance(exc, TimeoutError)
     assert exc.task_id == fut.task_id
     assert elapsed < 5, f"the 0.5 s timeout took {elapsed:.1f} s to surface"
-    assert history_states(ex.store, fut.task_id) == [S.RUNNING, S.RUN_TIMEOUT, S.FAILED]
+    assert history_states(ex.store, fut.task_id) == [
+        S.CLAIMED, S.RUNNING, S.RUN_TIMEOUT, S.FAILED]
     # The executor goes on with a fresh worker.
     assert ex.submit(identity, "after").result(timeout=RESULT_TIMEOUT_S) == "after"
 
@@ -423,7 +424,8 @@ def test_timeout_is_retried_automatically(make_executor, tmp_path):
     fut = ex.options(timeout=2.0).submit(slow_on_first_attempt, marker)
     assert fut.result(timeout=RESULT_TIMEOUT_S) == "second attempt"
     assert history_states(ex.store, fut.task_id) == [
-        S.RUNNING, S.RUN_TIMEOUT, S.RESTART_READY, S.RUNNING, S.RUN_DONE, S.JOB_FINISHED,
+        S.CLAIMED, S.RUNNING, S.RUN_TIMEOUT, S.RESTART_READY,
+        S.CLAIMED, S.RUNNING, S.RUN_DONE, S.JOB_FINISHED,
     ]
     (row,) = ex.store.get_tasks([fut.task_id])
     assert row["num_restarts"] == 1
@@ -457,9 +459,9 @@ def test_failing_task_is_retried_until_it_succeeds(make_executor, tmp_path):
     assert fut.result(timeout=RESULT_TIMEOUT_S) == 3
     assert Path(counter).read_text() == "3"
     assert history_states(ex.store, fut.task_id) == [
-        S.RUNNING, S.RUN_ERROR, S.RESTART_READY,
-        S.RUNNING, S.RUN_ERROR, S.RESTART_READY,
-        S.RUNNING, S.RUN_DONE, S.JOB_FINISHED,
+        S.CLAIMED, S.RUNNING, S.RUN_ERROR, S.RESTART_READY,
+        S.CLAIMED, S.RUNNING, S.RUN_ERROR, S.RESTART_READY,
+        S.CLAIMED, S.RUNNING, S.RUN_DONE, S.JOB_FINISHED,
     ]
 
 
@@ -470,7 +472,8 @@ def test_retries_exhausted_raise_the_last_error(make_executor, tmp_path):
     with pytest.raises(ValueError, match="flaky failure number 2"):
         fut.result(timeout=RESULT_TIMEOUT_S)
     assert history_states(ex.store, fut.task_id) == [
-        S.RUNNING, S.RUN_ERROR, S.RESTART_READY, S.RUNNING, S.RUN_ERROR, S.FAILED,
+        S.CLAIMED, S.RUNNING, S.RUN_ERROR, S.RESTART_READY,
+        S.CLAIMED, S.RUNNING, S.RUN_ERROR, S.FAILED,
     ]
 
 
@@ -588,7 +591,8 @@ def test_killed_launcher_breaks_futures_and_tasks_are_recovered(make_executor, n
         (row,) = ex2.store.get_tasks([task_id])
         assert pickle.loads(row["result"]) == expected
         assert history_states(ex2.store, task_id) == [
-            S.RUNNING, S.RESTART_READY, S.RUNNING, S.RUN_DONE, S.JOB_FINISHED,
+            S.CLAIMED, S.RUNNING, S.RESTART_READY,
+            S.CLAIMED, S.RUNNING, S.RUN_DONE, S.JOB_FINISHED,
         ]
     assert ex2.submit(identity, "new").result(timeout=RESULT_TIMEOUT_S) == "new"
 

@@ -53,11 +53,16 @@ class TestTransitions:
         assert {S.JOB_FINISHED, S.FAILED, S.KILLED, S.CANCELLED} == FINAL
 
     @pytest.mark.parametrize("state", sorted(CLAIMABLE))
-    def test_claimable_states_lead_to_running(self, state):
-        assert S.RUNNING in TRANSITIONS[state]
+    def test_claimable_states_lead_to_claimed(self, state):
+        assert S.CLAIMED in TRANSITIONS[state]
+        assert S.RUNNING not in TRANSITIONS[state]  # claimed is not running
 
-    def test_only_claimable_states_lead_to_running(self):
-        assert sources(S.RUNNING) == CLAIMABLE
+    def test_only_claimable_states_are_claimed_and_only_claimed_ones_start(self):
+        assert sources(S.CLAIMED) == CLAIMABLE
+        assert sources(S.RUNNING) == {S.CLAIMED}
+
+    def test_a_claimed_task_can_be_cancelled_or_given_back(self):
+        assert TRANSITIONS[S.CLAIMED] == {S.RUNNING, S.READY, S.RESTART_READY, S.CANCELLED}
 
     def test_watched_states(self):
         assert {S.RUNNING, S.JOB_FINISHED, S.FAILED, S.KILLED, S.CANCELLED} == WATCHED
@@ -92,11 +97,14 @@ class TestTransitions:
 
     def test_sources(self):
         assert sources(S.CANCELLED) == {S.CREATED, S.AWAITING_PARENTS, S.READY,
-                                        S.RESTART_READY}
+                                        S.RESTART_READY, S.CLAIMED}
         assert sources(S.CREATED) == frozenset()
 
     def test_check_transition(self):
-        check_transition(S.READY, S.RUNNING)
+        check_transition(S.READY, S.CLAIMED)
+        check_transition(S.CLAIMED, S.RUNNING)
+        with pytest.raises(ValueError, match="READY to RUNNING"):
+            check_transition(S.READY, S.RUNNING)
         with pytest.raises(ValueError, match="cannot move from JOB_FINISHED to RUNNING"):
             check_transition(S.JOB_FINISHED, S.RUNNING)
         with pytest.raises(ValueError, match="RUNNING to CANCELLED"):

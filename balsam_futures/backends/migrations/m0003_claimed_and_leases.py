@@ -1,5 +1,6 @@
-"""Version 3: each launcher's own lease (bf_launchers.lease_s), and the index of held tasks
-(CLAIMED or RUNNING) replacing the index of RUNNING ones."""
+"""Version 3: each launcher's own lease (bf_launchers.lease_s), the index of held tasks
+(CLAIMED or RUNNING) replacing the index of RUNNING ones, and the count of deleted tasks
+(bf_meta 'deletions', which watchers follow)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,5 @@ def apply(conn: Connection) -> None:
     for index in tasks.indexes:
         if index.name == "ix_bf_tasks_held":
             index.create(conn, checkfirst=True)
+    if conn.execute(text("SELECT count(*) FROM bf_meta WHERE key = 'deletions'")).scalar() == 0:
+        conn.execute(text("INSERT INTO bf_meta (key, value) VALUES ('deletions', '0')"))
