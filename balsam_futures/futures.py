@@ -59,11 +59,12 @@ EVENT_BATCH = 2000
 class BalsamFuture(Future):
     """A ``concurrent.futures.Future`` for one task in the store.
 
-    ``cancel()`` asks the store: a task that no launcher has claimed is marked CANCELLED
-    atomically and ``cancel()`` returns True; a claimed or finished task returns False.
+    ``cancel()`` asks the store: a task whose run has not started (READY, or CLAIMED by a
+    launcher) is marked CANCELLED atomically and ``cancel()`` returns True; a running or
+    finished task returns False.  ``BalsamFuture()`` with no arguments is a plain future.
     """
 
-    def __init__(self, task_id: int | None, submitter: Any = None, seq: int = 0) -> None:
+    def __init__(self, task_id: int | None = None, submitter: Any = None, seq: int = 0) -> None:
         super().__init__()
         self._task_id = task_id
         self._submitter = submitter
@@ -79,6 +80,8 @@ class BalsamFuture(Future):
         return self._task_id
 
     def __repr__(self) -> str:
+        if self._task_id is None and self._submitter is None:
+            return super().__repr__()  # a plain future, built by hand
         return super().__repr__().replace(" state=", f" task_id={self._task_id} state=", 1)
 
     def kill(self) -> bool:

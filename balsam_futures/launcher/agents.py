@@ -55,6 +55,7 @@ from ..errors import MpiLaunchError
 from ..tasks import TaskState
 from .mpi import RankLayout
 from .nodes import NodeSpec
+from .worker import _dies_with, _prctl
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,12 @@ class AgentPool:
             argv = self._launch_argv()
             # Its own session: a Ctrl-C at the terminal reaches the head, which stops the
             # agents in order, instead of killing them under their running tasks.
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+            # And SIGTERM when the head dies (the MPI launcher passes it to the agents, whose
+            # workers die with them): a kill -9 of the head must not leave agents running
+            # their tasks on while those tasks are requeued elsewhere.  The signal fires when
+            # this (relay) thread ends, which it does only after the agents were stopped.
+            preexec = _dies_with(os.getpid(), signal.SIGTERM) if _prctl() is not None else None
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=preexec,
                                           stdout=subprocess.PIPE, start_new_session=True)
             comm = self._head_connect(init_mpi())
             self._head_setup(comm)

@@ -202,6 +202,43 @@ def stop_all(procs) -> None:
         _signal(pid, signal.SIGKILL)
 
 
+def flock_holders(path: Path) -> set[int]:
+    """Pids holding an exclusive ``flock`` on ``path`` (from /proc/locks)."""
+    st = os.stat(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = set()
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            # "N: FLOCK ADVISORY WRITE PID DEV:INO 0 EOF"; waiters are shown as "N: -> ..."
+            if fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5] == where:
+                holders.add(int(fields[4]))
+    return holders
+
+
+def stop_process(pid: int, *, holding: bool, lock: Path, timeout: float = 30.0) -> None:
+    """SIGSTOP ``pid`` at a moment it holds the exclusive flock on ``lock`` (``holding``), or
+    at one it does not.  A process stopped while it waits for the lock never gets it (the
+    kernel grants a flock in the waiter's own context), so the state seen just after the stop
+    is the state for the whole stop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"pid {pid} never {'held' if holding else 'left'} " \
+                                            f"the lock {lock}"
+        if (pid in flock_holders(lock)) == holding:
+            os.kill(pid, signal.SIGSTOP)
+            wait_until(f"pid {pid} to stop", lambda: _proc_state(pid) in ("T", "t"), 5, 0.001)
+            if (pid in flock_holders(lock)) == holding:
+                return
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.0005 if holding else 0.003)
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 # -- the store --------------------------------------------------------------------------------
 
 
@@ -210,13 +247,17 @@ def states(store, ids) -> dict[int, dict]:
     return {row["id"]: row for row in store.get_tasks(list(ids))}
 
 
-def wait_final(store, ids, timeout: float) -> None:
+def wait_final(store, ids, timeout: float, launchers=()) -> None:
     """Wait until every task is in a final state or ``timeout`` passed; an outage of the
-    store meanwhile is waited out."""
+    store meanwhile is waited out.  With ``launchers`` (every launcher of the campaign), stop
+    waiting once none of them runs: nothing can move then (the tasks left are stuck)."""
     from balsam_futures.errors import StoreError
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if launchers and all(launcher.proc.poll() is not None for launcher in launchers):
+            time.sleep(0.5)  # what they wrote last is visible by now
+            return
         try:
             if all(r["state"] in FINAL_STATES for r in states(store, ids).values()) and \
                     len(states(store, ids)) == len(ids):
@@ -250,7 +291,7 @@ def histories(store, ids) -> dict[int, list[dict]]:
     return {i: store.history(i) for i in ids}
 
 
-@dataclass
+@dataclass(repr=False)
 class Tally:
     name: str
     submitted: int
@@ -260,6 +301,9 @@ class Tally:
     final_states: Counter
     runs: Counter  # task id -> number of runs started (RUNNING entries in its history)
     overlaps: list[str]
+
+    def __repr__(self) -> str:
+        return f"Tally({self.line()})"
 
     def line(self) -> str:
         return (f"campaign={self.name} submitted={self.submitted} finished={self.finished} "

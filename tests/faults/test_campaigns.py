@@ -115,7 +115,7 @@ def test_campaign_launcher_kill_9(dirs):
         assert done_before < n, "the campaign was over before the fault"
         left = wait_gone(workers, GONE_WITHIN_S)
         assert not left, f"workers {left} of the killed launcher outlived it"
-        wait_final(store, ids, DEADLINE_S)
+        wait_final(store, ids, DEADLINE_S, launchers=[survivor])
         result = tally(name, store, ids, lockdir)
         hist = histories(store, ids)
         requeued = [(i, h) for i, h in requeue_messages(hist) if h["at"] >= killed_at]
@@ -138,8 +138,13 @@ def test_campaign_launcher_kill_9(dirs):
 
 
 @pytest.mark.timeout(120)
-def test_campaign_launcher_sigstop_past_lease(dirs):
-    name, n, lease, stopped_s = "launcher_sigstop", 300, 2.0, 4.5
+@pytest.mark.parametrize("moment", ["between_round_trips", "holding_the_write_lock"])
+def test_campaign_launcher_sigstop_past_lease(dirs, moment):
+    """SIGSTOP at a moment the launcher does not hold the site's write lock (the flock its
+    store takes around every write transaction), or at one it does.  A stop at a random
+    moment is one or the other; each is chosen here so that the outcome does not depend on
+    chance."""
+    name, n, lease, stopped_s = f"launcher_sigstop_{moment}", 300, 2.0, 4.5
     site, lockdir, logdir = dirs
     ex = BalsamExecutor(site=site, launcher=False)
     victim = peer = None
@@ -152,8 +157,10 @@ def test_campaign_launcher_sigstop_past_lease(dirs):
         wait_until("the victim to be busy", lambda: runs_by_launcher(store)[vid] >= 10
                    and held_by(store, ids, vid), timeout=60, interval=0.005)
         workers = children(victim.pid)
-        t_stop = time.time()
-        victim.proc.send_signal(signal.SIGSTOP)
+        campaign.stop_process(victim.pid, holding=moment == "holding_the_write_lock",
+                              lock=site / "balsam.db.writelock")
+        t_stop = time.time()  # after the stop: what it wrote before is older
+        stop_event = store.latest_event_id()  # history committed before the stop
         held = held_by(store, ids, vid)
         time.sleep(stopped_s)
         t_cont = time.time()
@@ -168,26 +175,28 @@ def test_campaign_launcher_sigstop_past_lease(dirs):
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait()
         left = wait_gone(workers, GONE_WITHIN_S)
-        wait_final(store, ids, DEADLINE_S)
+        wait_final(store, ids, DEADLINE_S, launchers=[peer])
         result = tally(name, store, ids, lockdir)
         hist = histories(store, ids)
         swept = [(i, h) for i, h in requeue_messages(hist) if t_stop <= h["at"] <= t_cont]
         late_claims = [(i, h) for i, rows in hist.items() for h in rows
-                       if h["message"] == f"claimed by launcher {vid}" and h["at"] > t_stop]
+                       if h["message"] == f"claimed by launcher {vid}"
+                       and (h["at"] > t_stop or h["id"] > stop_event)]
         print(f"\n  detail: launcher {vid} stopped {stopped_s} s (lease {lease} s) holding "
               f"{len(held)} task(s); {len(swept)} given back while it was stopped; "
               f"{n - left_after_cont} unfinished at SIGCONT; exited by itself: "
               f"{exited_by_itself} (rc {victim.proc.returncode}); its row "
               f"{launcher_row(store, vid)['state']}; runs per launcher "
-              f"{dict(runs_by_launcher(store))}")
+              f"{dict(runs_by_launcher(store))}; peer alive: {peer.proc.poll() is None}")
         result.check()
+        assert peer.proc.poll() is None, "the peer should still be running"
+        assert exited_by_itself, "woken up fenced, the launcher should have exited by itself"
         assert swept, "the peer should have swept the stopped launcher's tasks meanwhile"
         assert {i for i, _ in swept} >= set(held), "every task it held must be given back"
         assert left_after_cont < n, "work should remain after SIGCONT (else nothing to claim)"
         assert launcher_row(store, vid)["state"] == "EXPIRED"
         assert not late_claims, f"the fenced launcher claimed after SIGSTOP: {late_claims[:5]}"
         assert not left, f"workers {left} of the fenced launcher outlived it"
-        assert peer.proc.poll() is None, "the peer should still be running"
         assert pid_ is not None
     finally:
         stop_all([victim, peer])
@@ -309,6 +318,7 @@ def test_campaign_postgres_restart_through_the_cli(pg_site, tmp_path):
         stopped = db("stop", "--site", pg_site)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         down_at = time.monotonic()
+        done_at_stop = finished_count_offline(ex, ids)
         assert db("status", "--site", pg_site).returncode == 3, "the server should be down"
         time.sleep(max(0.0, down_s - (time.monotonic() - down_at)))
         again = db("start", "--site", pg_site)
@@ -317,9 +327,10 @@ def test_campaign_postgres_restart_through_the_cli(pg_site, tmp_path):
         wait_final(store, ids, DEADLINE_S)
         result = tally(name, store, ids, lockdir)
         outage_lines = [ln for ln in launcher.text().splitlines() if "unavailable" in ln]
-        print(f"\n  detail: server down {down_s} s; the launcher logged "
-              f"{len(outage_lines)} outage warning(s)")
+        print(f"\n  detail: server down {down_s} s with {n - done_at_stop} task(s) "
+              f"unfinished; the launcher logged {len(outage_lines)} outage warning(s)")
         result.check()
+        assert done_at_stop < n, "the campaign was over before the outage"
         assert outage_lines, "the launcher never saw the outage: was the server really down?"
         assert launcher.proc.poll() is None, "the launcher should have survived the outage"
     finally:

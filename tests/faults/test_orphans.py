@@ -10,16 +10,21 @@ it with SIGKILL and asserts that all of them are gone within about a second.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 from processes import alive, wait_for_file
 
 from balsam_futures import BalsamExecutor, Resources, ShellApp
+from balsam_futures.launcher.workers import _WORKER_CODE
+from balsam_futures.serialization import dump_call, dump_callable
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -144,6 +149,36 @@ def test_a_killed_launcher_takes_its_workers_and_what_they_run_along(executor, t
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
+
+
+def test_a_worker_stops_mid_task_when_its_socket_closes(tmp_path):
+    """This test plays the launcher, alive, and closes its end of the socket: no parent-death
+    signal, only the worker's watcher thread can see it while the task runs."""
+    from balsam_futures.launcher.process import worker_python_path
+
+    head, end = socket.socketpair()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_CODE, str(end.fileno()), str(os.getpid())],
+        pass_fds=(end.fileno(),), start_new_session=True, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": worker_python_path()})
+    end.close()
+    conn = Connection(head.detach())
+    started, child_pid = tmp_path / "started", tmp_path / "child.pid"
+    try:
+        conn.send_bytes(pickle.dumps(("init", 1, None)))
+        payload = dump_call(dump_callable(python_task), (str(started), str(child_pid)), {})
+        conn.send_bytes(pickle.dumps((1, payload, {"name": "t", "tags": {}})))
+        wait_for_file(started, timeout=30)
+        child = int(child_pid.read_text())
+        conn.close()
+        assert worker.wait(timeout=GONE_WITHIN_S) == -signal.SIGKILL  # its own group kill
+        assert not stray({child}, GONE_WITHIN_S), "the task's child outlived its worker"
+    finally:
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)  # its group: what is left of it, if anything
+        except ProcessLookupError:
+            pass
+        worker.wait()
 
 
 def test_commands_die_with_their_worker_when_it_dies_with_the_launcher(executor, tmp_path):
