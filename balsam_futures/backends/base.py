@@ -336,9 +336,6 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
             return 0
         now = self.clock()
         with self._raw_write() as cur:
-            # An outcome means its run started: record the start of those still CLAIMED.
-            ids = [o.task_id for o in outcomes]
-            self._started(cur, launcher_id, ids, now, set(ids))
             return self._record(cur, launcher_id, outcomes, now)
 
     def record_and_claim(self, launcher_id: int, outcomes: Sequence[TaskOutcome], limit: int,
@@ -373,9 +370,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                               LauncherState.EXPIRED)
                 fenced = True
             else:
-                # An outcome means its run started: a start not reported yet is recorded too.
+                # Runs that also ended are recorded by their outcome (see _record).
                 ended = {o.task_id for o in outcomes}
-                lost = self._started(cur, launcher_id, [*started, *ended], now, ended)
+                lost = self._started(cur, launcher_id, [i for i in started if i not in ended],
+                                     now)
                 if outcomes:
                     self._record(cur, launcher_id, outcomes, now)
                 rows = self._claim_rows(cur, launcher_id, limit, offer, now) \
@@ -409,11 +407,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         fields["parent_results"] = parents.get(fields["id"], {})
         return ClaimedTask(**fields)
 
-    def _started(self, cur: Any, launcher_id: int, ids: Sequence[int], now: float,
-                 ended: set[int]) -> list[int]:
+    def _started(self, cur: Any, launcher_id: int, ids: Sequence[int], now: float
+                 ) -> list[int]:
         """Record that runs of tasks ``ids`` started (CLAIMED→RUNNING, with history); returns
-        the ids of runs still going (not in ``ended``) that this launcher no longer holds:
-        cancelled or requeued meanwhile.  (An ended run's outcome is simply refused.)"""
+        the ids this launcher no longer holds (cancelled or requeued meanwhile)."""
         ids = list(dict.fromkeys(ids))  # a resend names a task twice: one move, one row
         if not ids:
             return []
@@ -423,7 +420,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                 {"task_id": i, "from_state": TaskState.CLAIMED.value,
                  "to_state": TaskState.RUNNING.value, "at": now, "message": ""}
                 for i in ids if i in moved])
-        rest = [i for i in ids if i not in moved and i not in ended]
+        rest = [i for i in ids if i not in moved]
         if not rest:
             return []
         # Those RUNNING here already (a run handed back and started again) are not lost.
@@ -444,6 +441,9 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
             "b_result": o.result, "b_error": o.error, "b_rc": o.return_code,
             "b_inc": 1 if o.path[-1] is TaskState.RESTART_READY else 0, "b_now": now,
         } for o in unique]
+        # An outcome means its run started: one whose task was still CLAIMED (it started and
+        # ended since the last round trip, or its start was never reported) gets its
+        # CLAIMED→RUNNING row first, so every history chain is unbroken.
         written = self._finish_running(cur, params)
         kept = [o for o in unique if o.task_id in written]
         if any(o.path[-1] is TaskState.RESTART_READY for o in kept):
@@ -469,6 +469,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                              "ended_at": o.run["ended_at"], "state": o.path[0].value})
             self._exec_many(cur, "insert_runs", rows, processed=frozenset({"hosts", "gpus"}))
         self._insert_history(cur, [
+            {"task_id": o.task_id, "from_state": TaskState.CLAIMED.value,
+             "to_state": TaskState.RUNNING.value, "at": now, "message": ""}
+            for o in kept if written[o.task_id] == TaskState.CLAIMED.value
+        ] + [
             {"task_id": o.task_id,
              "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
              "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
+from ..tasks import TaskState
 from . import queries as q
 
 #: Rows per statement in bulk writes.  Larger batches mean fewer round trips but longer write
@@ -274,18 +275,27 @@ class Connections:
         has one (PostgreSQL LISTEN); pollers then sleep on it instead of polling."""
         return None
 
-    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int]:
-        """Write outcomes; returns the ids of the rows actually updated.
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> dict[int, str]:
+        """Write outcomes; returns the ids of the rows actually updated, each with the state
+        it left (RUNNING, or CLAIMED for a run whose start was not recorded yet).
 
         One statement per outcome, so each row count says whether this launcher still held
-        that task (an executemany only reports the total, which cannot tell which).
+        that task (an executemany only reports the total, which cannot tell which).  From
+        RUNNING first, the usual case; from CLAIMED only for the rows that missed.
         """
-        raw = self._stmt("finish_running")
-        written = set()
-        for p in params:
-            cur.execute(raw.sql, raw.params(p))
-            if cur.rowcount == 1:
-                written.add(p["b_id"])
+        written: dict[int, str] = {}
+        for from_state in (TaskState.RUNNING.value, TaskState.CLAIMED.value):
+            raw = self._stmt("finish_running", from_state)
+            missed = []
+            for p in params:
+                cur.execute(raw.sql, raw.params(p))
+                if cur.rowcount == 1:
+                    written[p["b_id"]] = from_state
+                else:
+                    missed.append(p)
+            params = missed
+            if not params:
+                break
         return written
 
     def _mark_started(self, cur: Any, launcher_id: int, ids: Sequence[int],

@@ -85,13 +85,13 @@ class PostgresStore(SqlStore):
             execute_batch(cur, raw.sql, params, page_size=PAGE_SIZE)
         return -1  # neither adds up row counts
 
-    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> set[int]:
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> dict[int, str]:
         from psycopg2.extras import execute_values
 
         sql, template = q.pg_finish_running_values()
         rows = execute_values(cur, sql, params, template=template, page_size=PAGE_SIZE,
                               fetch=True)
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
 
     def _mark_started(self, cur: Any, launcher_id: int, ids, now: float) -> set[int]:
         from psycopg2.extras import execute_values

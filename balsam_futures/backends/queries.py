@@ -185,14 +185,15 @@ def select_running_of(launcher_id: int, ids: list[int]):
                                     tasks.c.state == TaskState.RUNNING.value)
 
 
-def finish_running():
-    """Write one outcome: guarded so only the launcher holding the task may write it (from
-    RUNNING, or from CLAIMED for a run that started and ended between two round trips)."""
+def finish_running(from_state: str = TaskState.RUNNING.value):
+    """Write one outcome: guarded so only the launcher holding the task may write it, from
+    ``from_state`` (RUNNING; or CLAIMED, for a run that started and ended between two round
+    trips of its launcher)."""
     return (
         update(tasks)
         .where(
             tasks.c.id == _p("b_id"),
-            _in_states(HELD),
+            tasks.c.state == from_state,
             tasks.c.launcher_id == _p("b_lid"),
         )
         .values(
@@ -509,15 +510,18 @@ def pg_lock_schema():
 
 
 def pg_finish_running_values() -> tuple[str, str]:
-    """PostgreSQL: ``finish_running`` for many tasks in one statement, returning the ids
-    written (psycopg2 ``execute_values`` SQL and row template)."""
+    """PostgreSQL: ``finish_running`` for many tasks in one statement (from RUNNING or
+    CLAIMED), returning the ids written with the state each left (``old`` is read from the
+    statement's snapshot, so it holds the value before the update; psycopg2
+    ``execute_values`` SQL and row template)."""
     sql = (
         "UPDATE bf_tasks AS t SET state = v.state, kill_requested = false, "
         "result = v.result, error = v.error, "
         "return_code = v.rc, num_restarts = t.num_restarts + v.inc, updated_at = v.now "
-        "FROM (VALUES %s) AS v(id, lid, state, result, error, rc, inc, now) "
-        "WHERE t.id = v.id AND t.state IN ('CLAIMED', 'RUNNING') AND t.launcher_id = v.lid "
-        "RETURNING t.id"
+        "FROM (VALUES %s) AS v(id, lid, state, result, error, rc, inc, now), bf_tasks AS old "
+        "WHERE t.id = v.id AND old.id = t.id AND t.state IN ('CLAIMED', 'RUNNING') "
+        "AND t.launcher_id = v.lid "
+        "RETURNING t.id, old.state"
     )
     template = ("(%(b_id)s::int, %(b_lid)s::int, %(b_state)s::varchar, %(b_result)s::bytea, "
                 "%(b_error)s::bytea, %(b_rc)s::int, %(b_inc)s::int, %(b_now)s::float8)")
