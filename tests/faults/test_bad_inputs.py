@@ -291,15 +291,13 @@ SHELL_CASES = [
         ("parameter 'x' must be a str",)),
 ]
 
-_NOT_CHECKED = pytest.mark.xfail(strict=False,
-                                 reason="modify checks its values: query.py, changed elsewhere")
 CLI_CASES = [
     pytest.param(Bad("modify num_nodes=abc", _modify("num_nodes=abc"), 1,
                      ("num_nodes must be an integer",), CLI), id="modify num_nodes=abc"),
     pytest.param(Bad("modify priority=2**31", _modify("priority=2147483648"), 1,
-                     ("priority",), CLI), id="modify priority=2**31", marks=_NOT_CHECKED),
+                     ("priority",), CLI), id="modify priority=2**31"),
     pytest.param(Bad("modify name=300 chars", _modify("name=" + "n" * 300), 1,
-                     ("name",), CLI), id="modify name=300 chars", marks=_NOT_CHECKED),
+                     ("name",), CLI), id="modify name=300 chars"),
 ]
 
 UNKNOWN_PARENT = Bad("depends_on=[999999]", _options(depends_on=[999999]), ValueError,
@@ -377,10 +375,8 @@ def test_bad_input_is_refused_alone(ex, case):
     run_case(ex, case, "sqlite")
 
 
-UNKNOWN_IDS = pytest.mark.xfail(strict=False, reason="unknown parent ids: checked by the writer")
 
 
-@UNKNOWN_IDS
 def test_unknown_parent_id_is_refused_alone(make_executor):
     # Its own executor: before this was checked, such a task wedged the writer for good.
     run_case(make_executor(max_workers=2), UNKNOWN_PARENT, "sqlite")
@@ -480,7 +476,6 @@ def test_bad_input_is_refused_alone_on_postgres(pg_ex, case):
 
 
 @pytest.mark.postgres
-@UNKNOWN_IDS
 def test_unknown_parent_id_is_refused_alone_on_postgres(pg_ex):
     run_case(pg_ex, UNKNOWN_PARENT, "postgres")
 
