@@ -5,10 +5,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import ClaimedTask, ClaimOffer, LauncherInfo, SqlStore, TaskEvent, TaskOutcome
+from .base import SqlStore
+from .store import (
+    ClaimedTask,
+    ClaimOffer,
+    Exchange,
+    ExecutorStore,
+    LauncherInfo,
+    LauncherStore,
+    QueryStore,
+    Store,
+    TaskEvent,
+    TaskOutcome,
+    WatcherStore,
+)
 
-__all__ = ["ClaimedTask", "ClaimOffer", "LauncherInfo", "SqlStore", "TaskEvent", "TaskOutcome",
-           "open_store", "redact_url"]
+__all__ = ["ClaimedTask", "ClaimOffer", "Exchange", "ExecutorStore", "LauncherInfo",
+           "LauncherStore", "QueryStore", "SqlStore", "Store", "TaskEvent", "TaskOutcome",
+           "WatcherStore", "open_store", "redact_url"]
 
 #: ``scheme://user:PASSWORD@``: greedy up to the last ``@`` of the token, since a password
 #: typed without percent-encoding may itself hold ``@`` or ``/``.  The user part holds no
@@ -46,7 +60,7 @@ def _check_server_url(url: str) -> None:
                          "write postgresql://USER@HOST[:PORT]/DB") from None
 
 
-def open_store(url: str, listen: str = "all", *, upgrade: bool = False) -> SqlStore:
+def open_store(url: str, listen: str = "all", *, upgrade: bool = False) -> Store:
     """Open (and on first use, create) the store at ``url``.
 
     ``sqlite:///path/to/balsam.db`` is the embedded default; ``postgresql://...`` serves

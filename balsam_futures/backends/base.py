@@ -27,7 +27,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -41,120 +40,18 @@ from .connection import BULK_CHUNK, Connections, _blob
 from .dependencies import Dependencies
 from .migrations import SCHEMA_VERSION, STEPS
 from .querying import TaskQueries
+from .store import (  # noqa: F401 - re-exported: the records callers import from here
+    ClaimedTask,
+    ClaimOffer,
+    Exchange,
+    LauncherInfo,
+    TaskEvent,
+    TaskOutcome,
+)
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "balsam_futures"
-
-@dataclass(frozen=True)
-class ClaimedTask:
-    """A task held by a launcher (the second stage of its trip)."""
-
-    id: int
-    name: str
-    kind: str
-    payload: bytes
-    tags: dict[str, str]
-    data: dict[str, Any]
-    num_nodes: int
-    ranks_per_node: int
-    threads_per_rank: int
-    gpus_per_rank: int
-    node_packing_count: int
-    wall_time_s: float | None
-    max_retries: int
-    num_restarts: int
-    auto_timeout_retry: bool
-    workdir: str | None
-    num_parents: int = 0
-    #: Results (pickled) of the tasks this one depends on, by task id.
-    parent_results: dict[int, bytes | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    """What a launcher writes back for one run (the third stage).
-
-    ``path`` is the states after RUNNING, e.g. ``(RUN_DONE, JOB_FINISHED)`` or
-    ``(RUN_ERROR, RESTART_READY)``; see :func:`balsam_futures.tasks.outcome_path`.
-    """
-
-    task_id: int
-    path: tuple[TaskState, ...]
-    result: bytes | None = None
-    error: bytes | None = None
-    return_code: int | None = None
-    message: str = ""
-    #: Where and when it ran, for the execution profile (``bf_runs``): hosts, gpus, cores,
-    #: share (see ``launcher.resources.Placement.as_record``), started_at, ended_at (epoch s).
-    run: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class ClaimOffer:
-    """What a launcher can take in one claim.
-
-    The filters run in SQL: at most ``max_nodes`` nodes and ``max_gpus`` GPUs per node, the
-    given ``tags``, a wall time of at most ``max_wall_s`` (tasks without one always pass).
-    ``fit``, if given, is called inside the claim transaction with up to ``window`` candidate
-    rows in claim order (each with the task's resource fields) and returns the indexes of
-    those the launcher takes; the rest stay claimable for others.
-    """
-
-    max_nodes: int | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    max_gpus: int | None = None
-    max_wall_s: float | None = None
-    fit: Callable[[list[Any]], list[int]] | None = None
-    window: int | None = None
-
-    def statement_key(self) -> tuple:
-        return (self.max_nodes, tuple(sorted(self.tags.items())), self.max_gpus,
-                self.max_wall_s is not None)
-
-
-class _ClaimRow:
-    """A candidate row as ``ClaimOffer.fit`` sees it: the task's id and resource fields."""
-
-    __slots__ = ("id", "num_nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
-                 "node_packing_count", "wall_time_s")
-
-    def __init__(self, row: tuple) -> None:
-        (self.id, _state, _name, _kind, _payload, _tags, _data, self.num_nodes,
-         self.ranks_per_node, self.threads_per_rank, self.gpus_per_rank,
-         self.node_packing_count, self.wall_time_s) = row[:13]
-
-
-@dataclass(frozen=True)
-class TaskEvent:
-    """A watched state change as a watcher reads it (the last stage)."""
-
-    event_id: int
-    task_id: int
-    state: TaskState
-    result: bytes | None
-    error: bytes | None
-
-
-@dataclass
-class LauncherInfo:
-    hostname: str
-    pid: int
-    info: dict[str, Any] = field(default_factory=dict)
-    batch_job_id: int | None = None
-    #: Its lease in seconds (None: BALSAM_FUTURES_LEASE_SECONDS), stored with it: it is
-    #: presumed dead, and its tasks requeued, once silent for this long.
-    lease_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """What one launcher round trip brought back: the tasks it claimed, and the tasks it said
-    it started that it no longer holds (cancelled or requeued meanwhile: stop those runs)."""
-
-    claimed: list[ClaimedTask]
-    lost: list[int]
-
 
 class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
@@ -386,7 +283,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                         for r in rows
                     ])
                 parents: dict[int, dict[int, bytes | None]] = {}
-                needy = [r[0] for r in rows if r[-1]]  # num_parents is the last claim column
+                needy = [r[0] for r in rows if r[_NUM_PARENTS]]
                 if needy:
                     for child, parent, result in self._exec_once(
                             cur, q.select_parent_results(needy), {}).fetchall():
@@ -681,6 +578,23 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
 
 
 _CLAIM_NAMES = [c.name for c in q.CLAIM_COLUMNS]
+#: Where num_parents sits in a claim row (a launcher fetches parents' results only if > 0).
+_NUM_PARENTS = _CLAIM_NAMES.index("num_parents")
+
+
+class _ClaimRow:
+    """A claim candidate as ``ClaimOffer.fit`` sees it (a ``store.FitRow``): the task's id
+    and resource fields, read from a claim row by column name."""
+
+    __slots__ = _FIT_FIELDS = ("id", "num_nodes", "ranks_per_node", "threads_per_rank",
+                               "gpus_per_rank", "node_packing_count", "wall_time_s")
+
+    def __init__(self, row: tuple) -> None:
+        for name, index in _FIT_INDEXES:
+            setattr(self, name, row[index])
+
+
+_FIT_INDEXES = tuple((name, _CLAIM_NAMES.index(name)) for name in _ClaimRow._FIT_FIELDS)
 
 
 def _fenced_message(launcher_id: int) -> str:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import config
-from ..backends.base import TaskOutcome
+from ..backends.store import TaskOutcome
 from .agents import (
     ACTIVE_S,
     BEAT_S,

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._wakeup import Waker
-from ..backends.base import ClaimedTask, TaskOutcome
+from ..backends.store import ClaimedTask, TaskOutcome
 from ..errors import MpiLaunchError
 from ..tasks import TaskState
 from .mpi import RankLayout

@@ -52,8 +52,8 @@ from typing import Any
 
 from .. import config
 from .._wakeup import Waker
-from ..backends import ClaimOffer, LauncherInfo, open_store
-from ..backends.base import ClaimedTask, TaskOutcome
+from ..backends import ClaimOffer, LauncherInfo, LauncherStore, open_store
+from ..backends.store import ClaimedTask, TaskOutcome
 from ..errors import LauncherFenced, StoreError, StoreRejected, TaskKilled
 from ..serialization import dump_exception
 from ..tasks import Resources, TaskState
@@ -387,7 +387,7 @@ class Pilot:
                     ids = {t.id for t in started[k:]}
                     self._backlog = deque(t for t in self._backlog if t.id not in ids)
 
-    def _write_alone(self, store: Any, lid: int, started: list[int],
+    def _write_alone(self, store: LauncherStore, lid: int, started: list[int],
                      outcomes: list[TaskOutcome]) -> None:
         """After a refused round trip: starts, then each outcome in its own transaction; an
         outcome the store refuses becomes its task's failure, with the database's words."""
@@ -471,7 +471,7 @@ class Pilot:
                                          self._claim_depth)
         return [fits[i] for i in taken][:self._claim_want] + bad
 
-    def _warn_unfit(self, store: Any, tags: dict[str, str]) -> None:
+    def _warn_unfit(self, store: LauncherStore, tags: dict[str, str]) -> None:
         """Say which waiting tasks need more nodes or GPUs than this launcher has (they are
         filtered out of its claims, so nothing else would tell)."""
         for task_id, nodes, gpus in store.unfit_tasks(self.nodes.num_nodes, self._max_node_gpus,
@@ -578,14 +578,14 @@ class Pilot:
 
     # -- store thread ------------------------------------------------------------------------
 
-    def _store_loop(self, store: Any, lid: int) -> None:
+    def _store_loop(self, store: LauncherStore, lid: int) -> None:
         try:
             self._store_rounds(store, lid)
         except BaseException:  # noqa: BLE001 - a dead store thread would hang the launcher
             log.exception("the launcher's store thread failed; stopping the launcher")
             self.request_stop("its store thread failed")
 
-    def _store_rounds(self, store: Any, lid: int) -> None:
+    def _store_rounds(self, store: LauncherStore, lid: int) -> None:
         tags = dict(self.cfg.tags)
         target = self._workers
         rate = 0.0  # tasks finished per second, smoothed
