@@ -33,7 +33,7 @@ from .backends import SqlStore, open_store
 from .errors import StoreError
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
 from .launcher.nodes import NodeSpec, discover_nodes
-from .launcher.pilot import LauncherConfig
+from .launcher.config import LauncherConfig
 from .launcher.process import LauncherProcess, worker_python_path
 from .launcher.resources import NodePool
 from .launcher.workers import pack_initializer

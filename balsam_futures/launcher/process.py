@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .pilot import LauncherConfig
+from .config import LauncherConfig
 
 
 class LauncherProcess:

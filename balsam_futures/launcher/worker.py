@@ -225,7 +225,8 @@ def run_child(argv: Sequence[str], *, mpi: bool = False, **popen: Any) -> int:
         del _children[proc]
 
 
-def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
+def _run_initializer(init_blob: bytes | None, where: str,
+                     launcher_id: int | None = None) -> bytes | None:
     """Run the executor's initializer; return the packed error if it raised."""
     if init_blob is None:
         return None
@@ -236,6 +237,9 @@ def _run_initializer(init_blob: bytes | None, where: str) -> bytes | None:
         err = WorkerInitError(f"the executor's initializer raised {type(exc).__name__}: "
                               f"{exception_text(exc)}")
         err.__cause__ = exc
+        # Which launcher's initializer failed: the executor that started this launcher breaks
+        # on it; another executor whose task this launcher took does not (futures.py).
+        err.launcher_id = launcher_id
         return dump_exception(err, f"worker initializer on {where}")
     return None
 
@@ -293,6 +297,17 @@ def _serve(loader: CallLoader, task_id: int, payload: bytes, context: dict,
                 os.environ[key] = value
 
 
+def _flush_std_streams() -> None:
+    """Write out what the task printed before its result is reported: a worker is killed,
+    not asked to exit, when its launcher stops, so a buffer left unflushed would be lost (the
+    master may exit as soon as it has the result).  An empty buffer costs no system call."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass  # replaced by the task with something else, or closed: nothing to keep
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     fd = int(argv[0])
@@ -301,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     conn = Connection(fd)
     _kind, launcher_id, init_blob = pickle.loads(conn.recv_bytes())
     where = f"on {socket.gethostname()} (launcher {launcher_id}, worker pid {os.getpid()})"
-    init_error = _run_initializer(init_blob, where)
+    init_error = _run_initializer(init_blob, where, launcher_id)
     loader = CallLoader()
     while True:
         try:
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             answer = (task_id, False, init_error)
         else:
             answer = _serve(loader, task_id, payload, context, where)
+        _flush_std_streams()
         try:
             conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:

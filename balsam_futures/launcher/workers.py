@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..backends.base import ClaimedTask, TaskOutcome
+from ..backends.store import ClaimedTask, TaskOutcome
 from ..errors import TaskKilled, TaskTimeout, WorkerCrashed
 from ..serialization import dump_exception
 from ..tasks import TaskState, outcome_path
@@ -349,7 +349,7 @@ class WorkerPool:
             err = WorkerCrashed(
                 f"the worker process running task {task.id} died ({how}); the task may have "
                 "crashed the interpreter (segfault, os._exit, out of memory)", task_id=task.id)
-            outcomes.append(self._lost(task, TaskState.RUN_ERROR, err, f"worker died ({how})"))
+            outcomes.append(self.lost(task, TaskState.RUN_ERROR, err, f"worker died ({how})"))
         log.warning("worker pid %d died; starting another", w.proc.pid)
         self._respawn(w, handback)
 
@@ -365,7 +365,7 @@ class WorkerPool:
             self._kill(w, graceful=w.mpi_run)  # its process group: what the task started too
             err = TaskTimeout(f"task {task.id} ran past its timeout of {task.wall_time_s:g} s "
                               "and was stopped", task_id=task.id)
-            outcomes.append(self._lost(task, TaskState.RUN_TIMEOUT, err,
+            outcomes.append(self.lost(task, TaskState.RUN_TIMEOUT, err,
                                        f"timeout after {task.wall_time_s:g} s"))
             self._respawn(w, handback)
 
@@ -384,11 +384,11 @@ class WorkerPool:
                     err: Exception = TaskKilled(f"task {task.id} was {reason}", task_id=task.id)
                 else:
                     err = TaskTimeout(f"task {task.id} was stopped: {reason}", task_id=task.id)
-                outcomes.append(self._lost(task, run_state, err, reason))
+                outcomes.append(self.lost(task, run_state, err, reason))
                 self._respawn(w, [])
         return outcomes
 
-    def _lost(self, task: ClaimedTask, run_state: TaskState, err: BaseException,
+    def lost(self, task: ClaimedTask, run_state: TaskState, err: BaseException,
               message: str) -> TaskOutcome:
         """The outcome of a run the launcher ended (crash, time-out), with ``err`` packed as
         the task's exception."""

@@ -1,0 +1,117 @@
+"""A launcher's dispatcher (its main thread): hand claimed tasks to workers, collect results.
+
+    backlog ──place_backlog──> WorkerPool / AgentPool ──collect──> outcomes ──> Handoff
+       ▲                                                    │
+       └──────────── runs handed back (a worker died before starting them) ┘
+
+It sleeps in the pool's ``collect`` on every worker socket, the agents' descriptor, the
+launcher's control pipe and its own waker, so a result, a claim, a kill or a stop request
+wakes it at once.  It stops the runs itself when the launcher's wall time ends or a signal
+came (RUN_TIMEOUT, retried per the task's policy), and kills the runs the store thread names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TaskKilled
+from ..tasks import TaskState
+
+if TYPE_CHECKING:
+    from .pilot import Pilot
+    from .workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+#: At the end of the wall time, how long to wait for the agents to report their stopped runs
+#: (stopping a worker takes milliseconds; an agent that does not answer in this time is
+#: presumably gone, and its runs are requeued when the launcher stops).
+STOP_AGENTS_S = 10.0
+
+
+class Dispatcher:
+    def __init__(self, pilot: Pilot, pool: WorkerPool, agents: Any) -> None:
+        self.pilot = pilot
+        self.pool = pool
+        self.agents = agents
+        self.handoff = pilot.handoff
+        self.placer = pilot.placer
+
+    def run(self) -> None:
+        pilot, pool, agents, handoff = self.pilot, self.pool, self.agents, self.handoff
+        pool.watch(handoff.dispatcher_waker.fileno())
+        if pilot.control_fd is not None:
+            pool.watch(pilot.control_fd)
+        if agents is not None:
+            pool.watch(agents.fileno())
+        while pilot.stop_reason is None:
+            if handoff.has_kills():
+                self.kill()
+            if pilot.signalled is not None:
+                self.stop_runs(f"stopped: the launcher received {pilot.signalled}",
+                               pilot.signalled)
+                break
+            if pilot.deadline is not None and time.monotonic() >= pilot.deadline:
+                self.stop_runs("stopped at the end of the launcher's wall time",
+                               f"wall time of {pilot.cfg.wall_time_min:g} min over")
+                break
+            if self.placer.backlog and (pool.capacity() or (agents and agents.capacity())):
+                started, failed = self.placer.place_backlog(pool, agents, pilot.launcher_id)
+                # Handed over before any outcome of these runs can be collected; also wakes
+                # the store thread: there is room in the backlog to claim more.
+                handoff.put(started, failed)
+            # Published before sleeping, for the store thread's claim size and idle timeout.
+            running = pool.running()
+            idle = pool.idle() and not self.placer.backlog
+            if agents is not None:
+                running += agents.running()
+                idle = idle and agents.idle()
+            handoff.running, handoff.idle = running, idle
+            timeout = None if pilot.deadline is None else \
+                max(0.0, pilot.deadline - time.monotonic())
+            outcomes, handback, ready = pool.collect(timeout)
+            if agents is not None and agents.fileno() in ready:
+                done, back = agents.collect()
+                outcomes += done
+                handback += back
+            if outcomes or handback:
+                self.placer.ended(outcomes, handback)
+            if outcomes:
+                handoff.put(outcomes=outcomes)
+            if handoff.dispatcher_waker.fileno() in ready:
+                handoff.dispatcher_waker.clear()
+            if pilot.control_fd in ready and os.read(pilot.control_fd, 4096) == b"":
+                pilot.request_stop("the executor that started it exited")
+
+    def stop_runs(self, reason: str, stop_reason: str) -> None:
+        """Stop the runs still going (RUN_TIMEOUT, retried per policy), hand their outcomes
+        to the store thread, then stop (outcomes first: the store thread writes what it has
+        before it ends)."""
+        outcomes = self.pool.kill(None, TaskState.RUN_TIMEOUT, reason)
+        if self.agents is not None:
+            # The agents answer over MPI: wait for their outcomes, so that they are written.
+            self.agents.kill(None, TaskState.RUN_TIMEOUT, reason)
+            outcomes += self.agents.wait_idle(STOP_AGENTS_S)[0]
+        self.placer.ended(outcomes, [])
+        if outcomes:
+            log.info("%s: %d run(s) stopped", stop_reason, len(outcomes))
+            self.handoff.put(outcomes=outcomes)
+        self.pilot.request_stop(stop_reason)
+
+    def kill(self) -> None:
+        """Kill the runs the store thread named; a claimed task not handed to a worker yet is
+        killed before it starts."""
+        kills = self.handoff.take_kills()
+        outcomes = self.pool.kill(kills)
+        if self.agents is not None:
+            self.agents.kill(kills)  # their outcomes come back through collect()
+        self.placer.ended(outcomes, [])
+        for task in self.placer.take_doomed(kills):
+            err = TaskKilled(f"task {task.id} was killed on request", task_id=task.id)
+            outcomes.append(self.pool.lost(task, TaskState.KILLED, err,
+                                           "killed before it started"))
+        if outcomes:
+            self.handoff.put(outcomes=outcomes)

@@ -1,0 +1,300 @@
+"""The launcher's parts, each alone: timers, claim sizing, the store thread's jobs against a
+fake store and a fake clock, the placer, the worker pool, and a whole Pilot in this process.
+
+The subprocess tests (tests/integration) cover launchers as users start them; these show each
+part's rule directly, without sleeping on the wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+import time
+
+import pytest
+
+from balsam_futures.backends import open_store
+from balsam_futures.backends.store import ClaimedTask, Exchange, TaskOutcome
+from balsam_futures.errors import LauncherFenced, StoreRejected, StoreUnavailable
+from balsam_futures.launcher import control
+from balsam_futures.launcher.config import LauncherConfig
+from balsam_futures.launcher.control import ClaimSizer, Every, StoreLoop
+from balsam_futures.launcher.handoff import Handoff
+from balsam_futures.launcher.nodes import NodeSpec
+from balsam_futures.launcher.pilot import Pilot
+from balsam_futures.launcher.placement import Placer
+from balsam_futures.launcher.workers import WorkerPool
+from balsam_futures.serialization import dump_call, dump_callable, load_result
+from balsam_futures.tasks import TaskOptions, TaskSpec, TaskState
+
+pytestmark = pytest.mark.timeout(60)
+S = TaskState
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeStore:
+    """A stand-in for ``LauncherStore`` that records what it is asked."""
+
+    display_url = "fake://"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.fail_with: BaseException | None = None
+        self.reject: set[int] = set()  # outcomes of these tasks are refused
+        self.kills: list[int] = []
+        self.claimable: list[ClaimedTask] = []
+
+    def changed(self) -> bool:
+        return False
+
+    def notify_fd(self):
+        return None
+
+    def exchange(self, lid, started, outcomes, limit, offer=None):
+        self.calls.append(("exchange", list(started), [o.task_id for o in outcomes], limit))
+        if self.fail_with is not None:
+            raise self.fail_with
+        if any(o.task_id in self.reject and o.path[-1] is not S.FAILED for o in outcomes):
+            raise StoreRejected("refused")
+        claimed, self.claimable = self.claimable[:limit], self.claimable[limit:]
+        return Exchange(claimed, [])
+
+    def heartbeat(self, lid):
+        self.calls.append(("heartbeat",))
+
+    def requeue_expired(self):
+        self.calls.append(("sweep",))
+        return []
+
+    def kill_requests(self, lid):
+        self.calls.append(("kill_requests",))
+        return self.kills
+
+    def unfit_tasks(self, *args, **kwargs):
+        return []
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def claimed(task_id: int) -> ClaimedTask:
+    return ClaimedTask(task_id, "t", "python", b"", {}, {}, 1, 1, 1, 0, 0, None, 0, 0, True,
+                       None)
+
+
+def done(task_id: int) -> TaskOutcome:
+    return TaskOutcome(task_id, (S.RUN_DONE, S.JOB_FINISHED), result=pickle.dumps(task_id))
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def loop(clock):
+    """A StoreLoop of a Pilot that is not running, on a fake store and clock."""
+    cfg = LauncherConfig(num_workers=2, lease_seconds=8.0, idle_timeout=5.0)
+    store = FakeStore()
+    pilot = Pilot("fake://", cfg, store=store)
+    pilot.placer = Placer([NodeSpec("localhost", 2, ())], cfg, head_nodes={0},
+                          mpi_launcher="mpich")
+    pilot.launcher_id = 1
+    sleeps: list[float] = []
+    loop = StoreLoop(pilot, store, 1, clock=clock, sleep=sleeps.append)
+    loop.wait = lambda: None  # no sleeping between passes here
+    loop.sleeps = sleeps
+    return loop
+
+
+class TestTimers:
+    def test_every_is_due_once_per_period(self, clock):
+        timer = Every(2.0, clock())
+        assert not timer.due(clock())
+        clock.advance(1.9)
+        assert not timer.due(clock())
+        clock.advance(0.1)
+        assert timer.due(clock())
+        assert not timer.due(clock())
+
+    def test_claim_sizer_follows_the_rate_within_its_bounds(self):
+        sizer = ClaimSizer(workers=2, now=0.0)
+        assert sizer.target == 2 and sizer.depth(2) == 1
+        for k in range(1, 50):  # 10,000 tasks/s: 20 ms of work is 200 tasks
+            sizer.observe(100, 2, k * 0.01)
+        assert 2 < sizer.target <= control.BACKLOG_MAX_PER_WORKER * 2
+        assert sizer.depth(2) == -(-sizer.target // 2)
+        slow = ClaimSizer(workers=2, now=0.0)
+        slow.observe(1, 2, 10.0)  # long tasks: one per worker
+        assert slow.target == 2
+
+
+class TestStoreLoopJobs:
+    def test_a_round_trip_carries_starts_and_outcomes_and_renews_the_lease(self, loop, clock):
+        loop.handoff.put([7], [done(6)])
+        clock.advance(3.0)  # past a quarter lease (2 s): but the round trip was a heartbeat
+        assert loop.one_pass()
+        assert loop.store.calls[0][:3] == ("exchange", [7], [6])
+        assert "heartbeat" not in loop.store.names()
+        assert loop.pilot.finished == 1
+
+    def test_heartbeat_when_no_round_trip_renewed_the_lease(self, loop, clock):
+        loop.more = False
+        assert loop.one_pass()
+        assert "heartbeat" not in loop.store.names()
+        clock.advance(2.0)  # a quarter of the 8 s lease
+        assert loop.one_pass()
+        assert loop.store.names().count("heartbeat") == 1
+
+    def test_sweep_every_sweep_period_whatever_the_lease(self, loop, clock):
+        loop.more = False
+        for _ in range(5):
+            clock.advance(control.SWEEP_S / 2)
+            loop.one_pass()
+        assert loop.store.names().count("sweep") == 2
+
+    def test_fenced_launcher_stops_and_claims_nothing_more(self, loop):
+        loop.store.fail_with = LauncherFenced("lease expired")
+        loop.handoff.put([1], [])
+        assert loop.one_pass() is False
+        assert loop.pilot.fenced
+        assert loop.pilot.stop_reason == "lease expired (fenced)"
+
+    def test_an_outage_keeps_the_outcomes_and_backs_off(self, loop):
+        loop.store.fail_with = StoreUnavailable("down")
+        loop.handoff.put([3], [done(3)])
+        assert loop.one_pass() and loop.one_pass()
+        assert loop.sleeps == [control.RETRY_MIN, control.RETRY_MIN * 2]
+        assert loop.handoff.take() == ([3], [done(3)])
+
+    def test_a_refused_outcome_fails_only_its_own_task(self, loop):
+        loop.store.reject = {5}
+        loop.handoff.put([], [done(4), done(5), done(6)])
+        assert loop.one_pass()
+        alone = [c for c in loop.store.calls[1:] if c[0] == "exchange" and c[2]]
+        assert [c[2] for c in alone] == [[4], [5], [5], [6]]  # 5 again, as a failure
+        assert loop.pilot.finished == 3
+
+    def test_kill_requests_reach_the_dispatcher(self, loop, clock):
+        loop.store.kills = [9]
+        loop.handoff.running = 1
+        clock.advance(control.KILL_POLL)
+        loop.more = False
+        loop.one_pass()
+        assert loop.handoff.take_kills() == {9}
+
+    def test_idle_timeout_stops_the_launcher(self, loop, clock):
+        loop.more = False
+        loop.handoff.idle = True
+        loop.one_pass()
+        assert loop.pilot.stop_reason is None
+        clock.advance(5.0)
+        loop.one_pass()
+        assert loop.pilot.stop_reason == "idle for 5 s"
+
+    def test_claims_only_the_room_left(self, loop):
+        loop.store.claimable = [claimed(i) for i in range(1, 10)]
+        loop.handoff.running = 1
+        loop.one_pass()
+        assert loop.store.calls[0][3] == 1  # target 2 workers, 1 running
+        assert [t.id for t in loop.placer.backlog] == [1]
+
+
+class TestPlacer:
+    def test_a_row_that_cannot_run_is_taken_to_fail_alone(self):
+        cfg = LauncherConfig(num_workers=2)
+        placer = Placer([NodeSpec("localhost", 2, ())], cfg, head_nodes={0},
+                        mpi_launcher="mpich")
+        placer.claim_want = 10
+
+        class Row:
+            def __init__(self, task_id, ranks):
+                self.id, self.num_nodes, self.ranks_per_node = task_id, 1, ranks
+                self.threads_per_rank, self.gpus_per_rank = 1, 0
+                self.node_packing_count, self.wall_time_s = 0, None
+
+        assert placer.fit([Row(1, 1), Row(2, 0), Row(3, 1)]) == [0, 2, 1]
+        bad = ClaimedTask(2, "t", "python", b"", {}, {}, 1, 0, 1, 0, 0, None, 0, 0, True, None)
+        placer.add_claimed([bad])
+
+        class NoRoom:
+            has_gpus = False
+
+            def capacity(self):
+                return 0
+
+        started, failed = placer.place_backlog(NoRoom(), None, launcher_id=1)
+        assert started == [2] and not placer.backlog
+        assert failed[0].path == (S.RUN_ERROR, S.FAILED)
+        assert "ranks_per_node" in failed[0].message
+
+
+def square(x):
+    return x * x
+
+
+def _python_path() -> str:
+    """This test's import path, for workers (they import ``square`` from this module)."""
+    return os.pathsep.join(p for p in sys.path if p)
+
+
+class TestWorkerPoolAndPilot:
+    def test_worker_pool_runs_a_task_and_reports_its_outcome(self):
+        pool = WorkerPool(1, launcher_id=1, env={**os.environ, "PYTHONPATH": _python_path()})
+        pool.start()
+        try:
+            payload = dump_call(dump_callable(square), (7,), {})
+            task = ClaimedTask(1, "square", "python", payload, {}, {}, 1, 1, 1, 0, 0, None, 0,
+                               0, True, None)
+            assert pool.dispatch(task, {}, None)
+            outcomes: list[TaskOutcome] = []
+            deadline = time.monotonic() + 30
+            while not outcomes and time.monotonic() < deadline:
+                outcomes += pool.collect(1.0)[0]
+            assert [o.path for o in outcomes] == [(S.RUN_DONE, S.JOB_FINISHED)]
+            assert load_result(outcomes[0].result) == 49
+        finally:
+            pool.stop()
+
+    def test_pilot_in_this_process_runs_the_store_tasks_and_gives_back_none(self, tmp_path):
+        store = open_store(f"sqlite:///{tmp_path}/balsam.db")
+        payload = dump_call(dump_callable(square), (3,), {})
+        ids = store.create_tasks([TaskSpec("python", payload, TaskOptions(), name="square")
+                                  for _ in range(5)])
+        cfg = LauncherConfig(num_workers=2, idle_timeout=0.5,
+                             worker_env={"PYTHONPATH": _python_path()})
+        pilot = Pilot(f"sqlite:///{tmp_path}/balsam.db", cfg, store=store)
+        thread = threading.Thread(target=pilot.run)  # the dispatcher needs no main thread
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert pilot.finished == 5
+        assert pilot.stop_reason == "idle for 0.5 s"
+        for event in store.task_outcomes(ids):
+            assert event.state is S.JOB_FINISHED and pickle.loads(event.result) == 9
+        states = [h["to_state"] for h in store.history(ids[0])]
+        assert states == ["CLAIMED", "RUNNING", "RUN_DONE", "JOB_FINISHED"]
+        assert store.list_launchers()[0]["state"] == "STOPPED"
+        store.close()
+
+
+def test_handoff_gives_back_in_order():
+    handoff = Handoff()
+    handoff.put([1], [done(1)])
+    started, outcomes = handoff.take()
+    handoff.put([2], [done(2)])
+    handoff.give_back(started, outcomes)
+    assert handoff.take() == ([1, 2], [done(1), done(2)])
+    assert handoff.pending_outcomes() == 0
