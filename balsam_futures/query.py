@@ -21,7 +21,7 @@ from typing import Any
 from . import validation
 from .backends import SqlStore, open_store
 from .backends.queries import QUERY_COLUMNS, QUERY_OPS
-from .tasks import HELD, TRANSITIONS, Resources, TaskOptions, TaskState, parse_state
+from .tasks import FINAL, HELD, TRANSITIONS, Resources, TaskOptions, TaskState, parse_state
 
 #: Fields ``update`` may set besides ``state``.
 #: How long ``delete(running=True)`` waits for launchers to stop the runs of the tasks it
@@ -79,13 +79,15 @@ class TaskQuery:
         self._limit = limit
 
     @classmethod
-    def open(cls, db_url: str | None = None, site: str | None = None) -> TaskQuery:
+    def open(cls, db_url: str | None = None, site: str | None = None, *,
+             create: bool = True) -> TaskQuery:
         """All tasks in a store: ``db_url``, else ``$BALSAM_FUTURES_DB_URL``, else the site's
-        embedded database (``site``, ``$BALSAM_FUTURES_SITE`` or ./.balsam_futures)."""
-        from . import config
-        from .sitedir import open_site
+        embedded database (``site``, ``$BALSAM_FUTURES_SITE`` or ./.balsam_futures), which
+        ``create=False`` refuses to create (``SiteError``).  The caller closes
+        ``query.store`` when done."""
+        from .sitedir import resolve_store_url
 
-        url = db_url or config.setting("DB_URL") or open_site(site).db_url
+        url, _site = resolve_store_url(db_url, site, create=create)
         return cls(open_store(url))
 
     def _with(self, **changes: Any) -> TaskQuery:
@@ -120,6 +122,24 @@ class TaskQuery:
 
     def ids(self) -> list[int]:
         return [row["id"] for row in self]
+
+    def rows(self, *, history: bool = False) -> list[dict[str, Any]]:
+        """The matching rows; with ``history``, each also holds its state changes, oldest
+        first, under ``"history"`` (read for all the rows at once, not one query per row)."""
+        rows = list(self)
+        if history:
+            changes = self.store.histories([row["id"] for row in rows])
+            for row in rows:
+                row["history"] = changes.get(row["id"], [])
+        return rows
+
+    def get(self, task_id: int, *, history: bool = False) -> dict[str, Any]:
+        """The row of task ``task_id`` if it matches (see :meth:`rows` for ``history``);
+        raises ``ValueError`` when there is no such task."""
+        rows = self.filter(id=task_id).limit(1).rows(history=history)
+        if not rows:
+            raise ValueError(f"no task {task_id}")
+        return rows[0]
 
     def first(self) -> dict[str, Any] | None:
         rows = self.store.query(self._filters, self._order, 1)
@@ -182,6 +202,13 @@ class TaskQuery:
         now = one.first()
         where = "it was deleted" if now is None else f"it is {now['state']} now"
         raise ValueError(f"task {task_id} changed meanwhile ({where}); nothing modified")
+
+    def retry(self) -> int:
+        """Run the matching tasks again: move the FAILED and KILLED ones to RESTART_READY;
+        returns how many moved.  The others stay where they are (a task a launcher holds is
+        never moved by hand: two copies would run)."""
+        retriable = [s.value for s in FINAL if TaskState.RESTART_READY in TRANSITIONS[s]]
+        return self.filter(state__in=retriable).update(state=TaskState.RESTART_READY)
 
     def cancel(self) -> int:
         """Cancel the matching tasks no launcher holds yet; returns how many."""
@@ -254,6 +281,10 @@ def check_values(values: Mapping[str, Any], current: Mapping[str, Any] | None = 
 def check_move(task_id: int, old: TaskState, new: TaskState) -> None:
     """Refuse a move of task ``task_id`` from ``old`` to ``new`` that TRANSITIONS does not
     allow, or into a state only launchers set; the message lists the moves there are."""
+    if old in HELD:
+        # Moved by hand, its launcher would go on running it while another claims it.
+        raise ValueError(f"task {task_id} is {old}, held by a launcher: kill it first "
+                         "(balsam-futures kill), or let its launcher end the run")
     if new in TRANSITIONS[old] and new not in LAUNCHER_OWNED:
         return
     allowed = [s.value for s in TaskState if s in TRANSITIONS[old] and s not in LAUNCHER_OWNED]

@@ -5,6 +5,8 @@
     <site>/logs/         launcher logs
 
 The site is ``site=`` when given, else ``$BALSAM_FUTURES_SITE``, else ``./.balsam_futures``.
+The store is ``db_url=`` when given, else ``$BALSAM_FUTURES_DB_URL``, else the site's
+``balsam.db`` (:func:`resolve_store_url`, the one place this order is coded).
 It is created private (0700): the store holds pickled code that launchers will run.  An
 existing site that other users may write to is made private again with a warning, or refused
 where that is not ours to do (another user's directory, or a shared one such as /tmp).
@@ -91,6 +93,28 @@ def find_site(path: str | os.PathLike[str] | None = None, *, database: bool = Tr
         raise SiteError(f"no site at {site.path} (create one with balsam-futures init, "
                         "or pass --site/--db-url)")
     return open_site(site.path)
+
+
+def resolve_store_url(db_url: str | None = None,
+                      site: str | os.PathLike[str] | None = None, *, create: bool = True,
+                      with_site: bool = False) -> tuple[str, Site | None]:
+    """(URL of the store to use, its site): ``db_url``, else ``$BALSAM_FUTURES_DB_URL``, else
+    the SQLite file of the site (``site``, resolved as by :func:`open_site`).
+
+    ``create``: a missing site is created (:func:`open_site`); False refuses it with
+    ``SiteError`` and creates nothing (:func:`find_site`, for commands that only read or change
+    a store).  The site is returned always when the store is its SQLite file; when the store is
+    at a URL, only with ``with_site`` (callers that also write to the site: logs, job
+    scripts), and else it is None and ``site`` is not looked at.  An empty ``db_url`` counts as
+    none.  A bad ``$BALSAM_FUTURES_DB_URL`` raises ``ValueError`` naming it.
+    """
+    url = db_url or config.setting("DB_URL")
+    if not url:
+        the_site = open_site(site) if create else find_site(site)
+        return the_site.db_url, the_site
+    if not with_site:
+        return url, None
+    return url, open_site(site) if create else find_site(site, database=False)
 
 
 def _make_private(path: Path) -> None:

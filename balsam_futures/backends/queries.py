@@ -295,6 +295,16 @@ def select_history(task_id: int):
     )
 
 
+def select_histories(task_ids: list[int]):
+    """Every state change of tasks ``task_ids``, oldest first, each with its task's id."""
+    return (
+        select(history.c.task_id, history.c.id, history.c.from_state, history.c.to_state,
+               history.c.at, history.c.message)
+        .where(history.c.task_id.in_(task_ids))
+        .order_by(history.c.id)
+    )
+
+
 def count_by_state():
     """(state, count) for every state present."""
     return select(tasks.c.state, func.count()).group_by(tasks.c.state)

@@ -27,6 +27,21 @@ class TaskQueries:
                 row[key] = _blob(row[key])
         return rows
 
+    def histories(self, task_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """The state changes of each of tasks ``task_ids``, oldest first, as ``history()``
+        gives them for one task: one query per ``BULK_CHUNK`` ids.  Tasks with no change
+        (or none at all) are left out."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        ids = sorted(set(task_ids))
+        with self._raw_read() as cur:
+            for start in range(0, len(ids), BULK_CHUNK):
+                cur = self._exec_once(cur, q.select_histories(ids[start:start + BULK_CHUNK]),
+                                      {})
+                names = [d[0] for d in cur.description][1:]
+                for task_id, *values in cur.fetchall():
+                    out.setdefault(task_id, []).append(dict(zip(names, values)))
+        return out
+
     def query_count_by_state(self, filters: tuple) -> dict[str, int]:
         with self._raw_read() as cur:
             return dict(self._exec_once(cur, q.query_count_by_state(filters), {}).fetchall())
@@ -38,7 +53,9 @@ class TaskQueries:
         values = dict(values)
         state = values.pop("state", None)
         with self._raw_write() as cur:
-            allowed = sources(state) if state is not None else None
+            # Never from a state a launcher holds: it would go on running the task while
+            # another launcher claims it.
+            allowed = sources(state) - HELD if state is not None else None
             rows = self._exec_once(cur, q.query_lock_ids(filters, allowed), {}).fetchall()
             ids = [r[0] for r in rows]
             if ids and state is not None:

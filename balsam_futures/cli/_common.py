@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import config  # (also re-exported for the command modules)
 from ..errors import BalsamFuturesError
+from ..launcher.config import JOB_MODES
+from ..launcher.mpi import launcher_names
+from ..launcher.nodes import DETECTION_ORDER
+from ..schedulers import SCHEDULERS
 
-#: What a user's mistake raises (a bad option value, setting, URL, state move or site): one
-#: ``error:`` line and exit status 1, not a traceback.
-USER_ERRORS = (BalsamFuturesError, ValueError, TypeError)
+if TYPE_CHECKING:
+    from ..query import TaskQuery
+
+#: What a user's mistake raises (a bad option value, setting, URL, state move or site; a
+#: missing optional module; a file that cannot be written): one ``error:`` line and exit
+#: status 1, not a traceback.  Caught for every command in one place, ``main``'s ``invoke``.
+USER_ERRORS = (BalsamFuturesError, ValueError, TypeError, ImportError, OSError)
+
+#: Choices of the options that name a registered implementation, read from the registries.
+MPI_LAUNCHERS = launcher_names()
+PLATFORMS = list(DETECTION_ORDER)
+SCHEDULER_NAMES = list(SCHEDULERS)
+#: How a launcher runs tasks: `launcher --job-mode` and `queue submit --job-mode` alike.
+JOB_MODE_NAMES = list(JOB_MODES)
 
 
 def fail(exc: Exception) -> None:
@@ -32,12 +49,14 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
-STORE_OPTIONS = [
-    click.option("--site", type=click.Path(file_okay=False), default=None,
-                 help="Site directory (default: $BALSAM_FUTURES_SITE or ./.balsam_futures)."),
-    click.option("--db-url", default=None, help="Database URL (default: "
-                                                "$BALSAM_FUTURES_DB_URL, else the site's)."),
-]
+SITE_OPTION = click.option(
+    "--site", type=click.Path(file_okay=False), default=None,
+    help="Site directory (default: $BALSAM_FUTURES_SITE or ./.balsam_futures).")
+DB_URL_OPTION = click.option(
+    "--db-url", default=None,
+    help="Database URL instead of the site's SQLite file (default: $BALSAM_FUTURES_DB_URL; "
+         "a password given here shows in `ps`, so prefer the variable or ~/.pgpass).")
+STORE_OPTIONS = [SITE_OPTION, DB_URL_OPTION]
 FILTER_OPTIONS = [
     click.option("-s", "--state", "states", multiple=True, help="Task state (repeatable)."),
     click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE",
@@ -55,28 +74,26 @@ def with_options(options):
     return decorate
 
 
-def store_url(site: str | None, db_url: str | None) -> str:
-    """The store these commands use: ``--db-url``, else $BALSAM_FUTURES_DB_URL, else the
-    database of an existing site (no site there is an error: nothing is created)."""
-    from ..sitedir import find_site
-
-    return db_url or config.setting("DB_URL") or find_site(site).db_url
-
-
-def task_query(site, db_url, states=(), tags=(), name=None, ids=()):
+@contextlib.contextmanager
+def open_tasks(site, db_url, states=(), tags=(), name=None, ids=()) -> Iterator[TaskQuery]:
+    """The tasks of the store the options name that match the filter options; the store
+    must exist (nothing is created) and is closed on the way out."""
     from ..query import TaskQuery
 
-    q = TaskQuery.open(db_url=store_url(site, db_url))
-    conditions: dict = {}
-    if states:
-        conditions["state__in"] = list(states)
-    if tags:
-        conditions["tags"] = parse_tags(tags)
-    if name:
-        conditions["name"] = name
-    if ids:
-        conditions["id__in"] = list(ids)
-    return q.filter(**conditions)
+    q = TaskQuery.open(db_url=db_url, site=site, create=False)
+    try:
+        conditions: dict = {}
+        if states:
+            conditions["state__in"] = list(states)
+        if tags:
+            conditions["tags"] = parse_tags(tags)
+        if name:
+            conditions["name"] = name
+        if ids:
+            conditions["id__in"] = list(ids)
+        yield q.filter(**conditions)
+    finally:
+        q.store.close()
 
 
 def print_table(columns: list[str], rows: list[list]) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._common import STORE_OPTIONS, BalsamFuturesError, config, fail, with_options
+from ._common import SITE_OPTION, STORE_OPTIONS, with_options
 from .main import main
 
 
@@ -22,9 +22,6 @@ def _pg(site: str | None, run_as: str | None):
     return LocalPostgres(open_site(site).path / "postgres", run_as=run_as)
 
 
-_site_option = click.option("--site", type=click.Path(file_okay=False), default=None,
-                            help="Site directory (default: $BALSAM_FUTURES_SITE or "
-                                 "./.balsam_futures).")
 _run_as_option = click.option("--run-as", default=None, metavar="USER",
                               help="Run the server as this unprivileged user (needed as root "
                                    "to create it; later, root finds that user as the owner of "
@@ -32,42 +29,32 @@ _run_as_option = click.option("--run-as", default=None, metavar="USER",
 
 
 @db.command("start")
-@_site_option
+@SITE_OPTION
 @_run_as_option
 def db_start(site, run_as) -> None:
     """Create (first time) and start the site's server; print its URL."""
-    try:
-        click.echo(_pg(site, run_as).start())
-    except BalsamFuturesError as exc:
-        fail(exc)
+    click.echo(_pg(site, run_as).start())
 
 
 @db.command("stop")
-@_site_option
+@SITE_OPTION
 @_run_as_option
 def db_stop(site, run_as) -> None:
     """Stop the site's server (its port is kept for the next start)."""
-    try:
-        _pg(site, run_as).stop()
-    except BalsamFuturesError as exc:
-        fail(exc)
+    _pg(site, run_as).stop()
     click.echo("stopped")
 
 
 @db.command("status")
-@_site_option
+@SITE_OPTION
 @_run_as_option
 def db_status(site, run_as) -> None:
     """Say whether the site's server runs, and its URL."""
-    try:
-        server = _pg(site, run_as)
-        if server.running():
-            click.echo(f"running: {server.url()}")
-        else:
-            click.echo("stopped")
-            sys.exit(3)
-    except BalsamFuturesError as exc:
-        fail(exc)
+    server = _pg(site, run_as)
+    if not server.running():
+        click.echo("stopped")
+        sys.exit(3)
+    click.echo(f"running: {server.url()}")
 
 
 @db.command("upgrade")
@@ -75,13 +62,11 @@ def db_status(site, run_as) -> None:
 def db_upgrade(site, db_url) -> None:
     """Bring the store's schema up to this version of balsam_futures (idempotent)."""
     from ..backends import open_store
-    from ..sitedir import open_site
+    from ..sitedir import resolve_store_url
 
+    store = open_store(resolve_store_url(db_url, site)[0], upgrade=True)
     try:
-        store = open_store(db_url or config.setting("DB_URL") or open_site(site).db_url,
-                           upgrade=True)
         version = store.schema_version
+    finally:
         store.close()
-    except BalsamFuturesError as exc:
-        fail(exc)
     click.echo(f"{store.display_url}: schema version {version}")

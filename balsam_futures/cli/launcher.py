@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import click
 
-from .. import config
 from ._common import (
-    USER_ERRORS,
-    fail,
+    JOB_MODE_NAMES,
+    MPI_LAUNCHERS,
+    PLATFORMS,
+    STORE_OPTIONS,
     parse_tags,
+    with_options,
 )
 from .main import main
 
 
 @main.command()
-@click.option("--site", type=click.Path(file_okay=False), default=None,
-              help="Site directory (default: $BALSAM_FUTURES_SITE or ./.balsam_futures).")
-@click.option("--db-url", default=None,
-              help="Database URL instead of the site's SQLite file (default: "
-                   "$BALSAM_FUTURES_DB_URL; a password given here shows in `ps`, so prefer "
-                   "the variable or ~/.pgpass).")
+@with_options(STORE_OPTIONS)
 @click.option("-n", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: CPUs of this machine).")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE",
@@ -30,7 +27,7 @@ from .main import main
               help="Seconds without a heartbeat after which this launcher's tasks are requeued.")
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
               help="GPUs of this node to give to tasks, none shared (default: detected).")
-@click.option("--platform", type=click.Choice(["slurm", "pbs", "cobalt", "lsf", "flux", "local"]),
+@click.option("--platform", type=click.Choice(PLATFORMS),
               default=None, help="Where to find the allocation's nodes (default: detected "
                                  "from the batch system's variables, else local).")
 @click.option("--nodes", "num_nodes", type=click.IntRange(min=1), default=None,
@@ -39,12 +36,11 @@ from .main import main
               help="Cores per node (default: what the batch system says).")
 @click.option("--gpus-per-node", type=click.IntRange(min=0), default=None,
               help="GPUs per node (default: what the batch system or the driver says).")
-@click.option("--job-mode", type=click.Choice(["serial", "mpi"]), default="serial",
+@click.option("--job-mode", type=click.Choice(JOB_MODE_NAMES), default="serial",
               show_default=True, help="serial: one-rank tasks in warm workers on this node; "
                                       "mpi: every task started with the MPI launcher.")
-@click.option("--mpi-launcher", type=click.Choice(["mpich", "openmpi", "srun", "aprun", "pals",
-                                                   "flux"]),
-              default=None, help="How tasks of several ranks start (default: detected).")
+@click.option("--mpi-launcher", type=click.Choice(MPI_LAUNCHERS), default=None,
+              help="How tasks of several ranks start (default: detected).")
 @click.option("--wall-time-min", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many minutes (the batch job's wall time); runs still "
                    "going are stopped as RUN_TIMEOUT and retried.")
@@ -60,28 +56,21 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, n
     """Start a launcher here: claim tasks from the store and run them until stopped."""
     from ..launcher.allocation import default_workers, find_allocation
     from ..launcher.pilot import LauncherConfig, run_launcher
-    from ..sitedir import open_site
+    from ..sitedir import resolve_store_url
 
-    if num_nodes is not None and platform not in (None, "local"):
-        raise click.UsageError("--nodes is for the local platform; a batch system says how "
-                               "many nodes the allocation has")
-    try:
-        the_site = open_site(site)
-        nodes, local = find_allocation(platform, num_nodes=num_nodes,
-                                       cores_per_node=cores_per_node,
-                                       gpus_per_node=gpus_per_node)
-        if workers is None:
-            workers = default_workers(nodes, local, job_mode, agents)
-        cfg = LauncherConfig(num_workers=workers,
-                             tags=parse_tags(tags), idle_timeout=idle_timeout,
-                             lease_seconds=lease, site=str(the_site.path),
-                             gpu_ids=None if gpus is None else tuple(map(str, range(gpus))),
-                             nodes=nodes, local_nodes=local, job_mode=job_mode,
-                             mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
-                             batch_job_id=batch_job_id, agents=agents)
-        # Read here, not as the option's default: a bad value must be an error line.
-        count = run_launcher(db_url or config.setting("DB_URL") or the_site.db_url, cfg)
-    except USER_ERRORS as exc:
-        fail(exc)
+    # First, so that a refused shape (--nodes on a batch system's nodes) creates no site.
+    nodes, local = find_allocation(platform, num_nodes=num_nodes, cores_per_node=cores_per_node,
+                                   gpus_per_node=gpus_per_node)
+    # The site always: the launcher's logs go there, even when the store is at a URL.
+    url, the_site = resolve_store_url(db_url, site, with_site=True)
+    if workers is None:
+        workers = default_workers(nodes, local, job_mode, agents)
+    cfg = LauncherConfig(num_workers=workers,
+                         tags=parse_tags(tags), idle_timeout=idle_timeout,
+                         lease_seconds=lease, site=str(the_site.path),
+                         gpu_ids=None if gpus is None else tuple(map(str, range(gpus))),
+                         nodes=nodes, local_nodes=local, job_mode=job_mode,
+                         mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
+                         batch_job_id=batch_job_id, agents=agents)
+    count = run_launcher(url, cfg)
     click.echo(f"launcher finished {count} task(s)")
-

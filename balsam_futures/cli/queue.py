@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 
-from ..schedulers import SCHEDULERS
 from ._common import (
+    JOB_MODE_NAMES,
+    SCHEDULER_NAMES,
     STORE_OPTIONS,
-    USER_ERRORS,
-    config,
-    fail,
     parse_tags,
     print_table,
     when,
@@ -20,16 +20,22 @@ from ._common import (
 from .main import main
 
 
-def _manager(site, db_url, *, create: bool = True):
-    """The site's batch-job manager; ``create=False`` (commands that only look at or remove
-    jobs) refuses a path with no site instead of creating one there."""
+@contextlib.contextmanager
+def _manager(site, db_url, *, create: bool = True) -> Iterator:
+    """The site's batch-job manager, its store closed on the way out; ``create=False``
+    (commands that only look at or remove jobs) refuses a path with no site instead of
+    creating one there."""
     from ..backends import open_store
     from ..schedulers.manager import BatchJobManager
-    from ..sitedir import find_site, open_site
+    from ..sitedir import resolve_store_url
 
-    url = db_url or config.setting("DB_URL") or ""
-    the_site = open_site(site) if create else find_site(site, database=not url)
-    return BatchJobManager(open_store(url or the_site.db_url), the_site, db_url=url)
+    url, the_site = resolve_store_url(db_url, site, create=create, with_site=True)
+    store = open_store(url)
+    try:
+        # Job scripts name the store only when it is not the site's own file.
+        yield BatchJobManager(store, the_site, db_url="" if url == the_site.db_url else url)
+    finally:
+        store.close()
 
 
 @main.group()
@@ -47,11 +53,11 @@ def queue() -> None:
               help="Queue / partition (default: the scheduler's).")
 @click.option("-A", "--project", default="",
               help="Project / account charged (default: the site's settings.json).")
-@click.option("--job-mode", type=click.Choice(["serial", "mpi"]), default="mpi",
+@click.option("--job-mode", type=click.Choice(JOB_MODE_NAMES), default="mpi",
               show_default=True, help="How the launcher runs tasks on the job's nodes.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
               help="The launcher serves only tasks with this tag (repeatable).")
-@click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), default=None,
+@click.option("--scheduler", type=click.Choice(SCHEDULER_NAMES), default=None,
               help="Batch system (default: the site's settings.json, else local).")
 @click.option("--pre-run", multiple=True, metavar="COMMAND",
               help="A shell line the job runs before the launcher (repeatable).")
@@ -60,15 +66,13 @@ def submit_cmd(site, db_url, num_nodes, wall_time_min, queue_name, project, job_
     """Submit one launcher job, e.g. `queue submit -n 2 -t 30 -q debug -A myproj`."""
     from ..schedulers.base import BatchJobRequest
 
-    try:
-        options = {"pre_run": list(pre_run)} if pre_run else {}
-        request = BatchJobRequest(num_nodes=num_nodes, wall_time_min=wall_time_min,
-                                  queue=queue_name, project=project, job_mode=job_mode,
-                                  filter_tags=parse_tags(tags), options=options,
-                                  scheduler=scheduler)
-        job = _manager(site, db_url).submit(request)
-    except USER_ERRORS as exc:
-        fail(exc)
+    options = {"pre_run": list(pre_run)} if pre_run else {}
+    request = BatchJobRequest(num_nodes=num_nodes, wall_time_min=wall_time_min,
+                              queue=queue_name, project=project, job_mode=job_mode,
+                              filter_tags=parse_tags(tags), options=options,
+                              scheduler=scheduler)
+    with _manager(site, db_url) as manager:
+        job = manager.submit(request)
     click.echo(f"batch job {job['id']} submitted: {job['scheduler']} job "
                f"{job['scheduler_id']}")
 
@@ -83,12 +87,9 @@ def ls_cmd(site, db_url, history, verbose, as_json) -> None:
     """List launcher batch jobs (their states are refreshed from the scheduler first)."""
     import json
 
-    try:
-        manager = _manager(site, db_url, create=False)
+    with _manager(site, db_url, create=False) as manager:
         synced = manager.sync()
         rows = manager.jobs(history=history)
-    except USER_ERRORS as exc:
-        fail(exc)
     for name, error in synced.errors.items():
         click.echo(f"warning: states of {name} jobs not refreshed: {error}", err=True)
     if as_json:
@@ -121,10 +122,8 @@ def ls_cmd(site, db_url, history, verbose, as_json) -> None:
 @click.argument("job_id", type=int)
 def rm_cmd(site, db_url, job_id) -> None:
     """Remove a queued or running launcher job from the scheduler."""
-    try:
-        job = _manager(site, db_url, create=False).remove(job_id)
-    except USER_ERRORS as exc:
-        fail(exc)
+    with _manager(site, db_url, create=False) as manager:
+        job = manager.remove(job_id)
     click.echo(f"batch job {job_id}: removal requested ({job['scheduler']} job "
                f"{job['scheduler_id']})")
 
@@ -140,18 +139,17 @@ def service_cmd(site, db_url, once) -> None:
 
     from ..schedulers.service import QueueService
 
-    try:
-        svc = QueueService(_manager(site, db_url))
+    with _manager(site, db_url) as manager:
+        svc = QueueService(manager)
         if once:
             report = svc.tick()
             click.echo(report.summary())
             if report.errors:
                 sys.exit(1)
             return
-    except USER_ERRORS as exc:
-        fail(exc)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _s, _f: stop.set())
-    click.echo(f"queue service: a tick every {svc.settings.interval_s:g} s; stop with Ctrl-C")
-    svc.run(stop, on_tick=lambda r: click.echo(f"{when(time.time())}  {r.summary()}"))
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _s, _f: stop.set())
+        click.echo(f"queue service: a tick every {svc.settings.interval_s:g} s; "
+                   "stop with Ctrl-C")
+        svc.run(stop, on_tick=lambda r: click.echo(f"{when(time.time())}  {r.summary()}"))

@@ -5,10 +5,6 @@ from __future__ import annotations
 import click
 
 from .. import config
-from ._common import (
-    USER_ERRORS,
-    fail,
-)
 from .main import main
 
 
@@ -21,10 +17,7 @@ def env_cmd(site) -> None:
 
     from ..sitedir import open_site
 
-    try:
-        path = open_site(site).path
-    except USER_ERRORS as exc:
-        fail(exc)
+    path = open_site(site).path
     click.echo(f"export {config.env_name('SITE')}={shlex.quote(str(path))}")
 
 
@@ -35,9 +28,6 @@ def init_cmd(site) -> None:
     from ..query import TaskQuery
     from ..sitedir import open_site
 
-    try:
-        path = open_site(site).path
-        TaskQuery.open(site=str(path)).store.close()  # creates the database
-    except USER_ERRORS as exc:
-        fail(exc)
+    path = open_site(site).path
+    TaskQuery.open(site=str(path)).store.close()  # creates the database
     click.echo(f"site ready: {path}\nuse it with: eval \"$(balsam-futures env {path})\"")

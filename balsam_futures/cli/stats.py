@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ._common import STORE_OPTIONS, USER_ERRORS, fail, print_table, task_query, with_options
+from ._common import STORE_OPTIONS, open_tasks, print_table, with_options
 from .main import main
 
 
@@ -25,15 +25,12 @@ def stats_cmd(site, db_url, since, bins, plot_path, as_json) -> None:
     """Throughput, node and GPU utilization, and task counts by state."""
     from ..profile import plot_profile, store_profile
 
-    try:
-        store = task_query(site, db_url).store
-        start = time.time() - since if since is not None else None
-        prof = store_profile(store, start=start, bins=bins)
-        counts = store.count_by_state()
-        if plot_path:
-            plot_profile(prof, plot_path)
-    except (*USER_ERRORS, ImportError, OSError) as exc:
-        fail(exc)
+    start = time.time() - since if since is not None else None
+    with open_tasks(site, db_url) as q:
+        prof = store_profile(q.store, start=start, bins=bins)
+        counts = q.store.count_by_state()
+    if plot_path:
+        plot_profile(prof, plot_path)
     summary = {**prof.summary(), "states": counts}
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))

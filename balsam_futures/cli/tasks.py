@@ -7,11 +7,8 @@ import click
 from ._common import (
     FILTER_OPTIONS,
     STORE_OPTIONS,
-    USER_ERRORS,
-    BalsamFuturesError,
-    fail,
+    open_tasks,
     print_table,
-    task_query,
     when,
     with_options,
 )
@@ -33,8 +30,7 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
     """List tasks (like `balsam ls --state FAILED --history`)."""
     import json
 
-    try:
-        q = task_query(site, db_url, states, tags, name, ids)
+    with open_tasks(site, db_url, states, tags, name, ids) as q:
         if watch:
             _watch(q, interval)
             return
@@ -45,13 +41,9 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
             else:
                 print_table(["state", "count"], sorted(counts.items()))
             return
-        rows = list(q.limit(limit) if limit else q)
-        hist = {r["id"]: q.store.history(r["id"]) for r in rows} if history else {}
-    except USER_ERRORS as exc:
-        fail(exc)
+        rows = (q.limit(limit) if limit else q).rows(history=history)
     if as_json:
-        out = [{k: v for k, v in r.items() if k not in ("result", "error")} | (
-            {"history": hist[r["id"]]} if history else {}) for r in rows]
+        out = [{k: v for k, v in r.items() if k not in ("result", "error")} for r in rows]
         click.echo(json.dumps(out, default=str))
         return
     if not history:
@@ -63,7 +55,7 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
         return
     for r in rows:
         click.echo(f"{r['id']} {r['name']} ({r['state']})")
-        for h in hist[r["id"]]:
+        for h in r["history"]:
             click.echo(f"  {when(h['at'])}  {h['from_state'] or '':>16} -> "
                        f"{h['to_state']:<16} {h['message']}")
 
@@ -118,19 +110,14 @@ def show_cmd(site, db_url, task_id) -> None:
     """Every field of one task, its history and its error."""
     from ..serialization import load_exception
 
-    try:
-        row = task_query(site, db_url, ids=(task_id,)).first()
-        if row is None:
-            raise BalsamFuturesError(f"no task {task_id}")
-        hist = task_query(site, db_url).store.history(task_id)
-    except USER_ERRORS as exc:
-        fail(exc)
+    with open_tasks(site, db_url) as q:
+        row = q.get(task_id, history=True)
     for key, value in row.items():
-        if key in ("result", "error"):
+        if key in ("result", "error", "history"):
             continue
         click.echo(f"{key:>20}: {value}")
     click.echo("history:")
-    for h in hist:
+    for h in row["history"]:
         click.echo(f"  {when(h['at'])}  {h['to_state']:<16} {h['message']}")
     if row["kind"] == "shell":
         _show_shell_run(row)
@@ -163,15 +150,11 @@ def _show_shell_run(row: dict) -> None:
 
 
 def _apply(action: str, site, db_url, states, tags, name, ids, **kw) -> None:
-    try:
-        if not (states or tags or name or ids):
-            raise click.UsageError(f"{action} needs a filter (--id, --state, --tag or --name)")
-        q = task_query(site, db_url, states, tags, name, ids)
-        count = {"retry": lambda: q.update(state="RESTART_READY"),
-                 "kill": q.kill,
+    if not (states or tags or name or ids):
+        raise click.UsageError(f"{action} needs a filter (--id, --state, --tag or --name)")
+    with open_tasks(site, db_url, states, tags, name, ids) as q:
+        count = {"retry": q.retry, "kill": q.kill,
                  "rm": lambda: q.delete(running=kw.get("running", False))}[action]()
-    except USER_ERRORS as exc:
-        fail(exc)
     click.echo(f"{action}: {count} task(s)")
 
 
@@ -191,7 +174,8 @@ def kill_cmd(**kw) -> None:
 
 @main.command("rm")
 @with_options(STORE_OPTIONS + FILTER_OPTIONS)
-@click.option("--running", is_flag=True, help="Also delete tasks a launcher holds (CLAIMED or RUNNING): they are killed first.")
+@click.option("--running", is_flag=True, help="Also delete tasks a launcher holds (CLAIMED or "
+                                              "RUNNING): they are killed first.")
 def rm_cmd(running, **kw) -> None:
     """Delete matching tasks and their history."""
     _apply("rm", running=running, **kw)
@@ -206,14 +190,12 @@ def modify_cmd(site, db_url, task_id, changes) -> None:
     values are checked as submit() checks them, and a state move as TRANSITIONS allows it."""
     from ..query import coerce_update
 
-    try:
-        fields = {}
-        for change in changes:
-            key, sep, value = change.partition("=")
-            if not sep or not key:
-                raise ValueError(f"{change!r} is not FIELD=VALUE, e.g. priority=5")
-            fields[key] = value
-        task_query(site, db_url).modify(task_id, **coerce_update(fields))
-    except USER_ERRORS as exc:
-        fail(exc)
+    fields = {}
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{change!r} is not FIELD=VALUE, e.g. priority=5")
+        fields[key] = value
+    with open_tasks(site, db_url) as q:
+        q.modify(task_id, **coerce_update(fields))
     click.echo(f"modified task {task_id}")

@@ -39,6 +39,7 @@ from ..errors import (  # noqa: F401  (re-exported: the package's errors live in
     SitePolicyError,
     TemplateError,
 )
+from ..launcher.config import JOB_MODES
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,6 @@ class SchedulerStatus:
 
 
 _WORD = re.compile(r"^[A-Za-z0-9_.:@+,=/-]*$")
-JOB_MODES = ("serial", "mpi")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,21 @@ def test_ls_history_and_show(site):
     assert code == 0 and "FAILED" in out and "bad input 7" in out and "history:" in out
 
 
+def test_ls_history_json_gives_each_task_its_history(site):
+    path, failed = site
+    code, out = run("ls", "--site", path, "--history", "--json")
+    assert code == 0
+    rows = {r["id"]: r for r in json.loads(out)}
+    store = open_store(f"sqlite:///{path / 'balsam.db'}")
+    try:
+        assert all(rows[i]["history"] == store.history(i) for i in rows)
+    finally:
+        store.close()
+    assert rows[failed[0]]["history"][-1]["to_state"] == "FAILED"
+    assert [r for r in rows.values() if r["state"] == "READY"][0]["history"] == []
+    assert list(rows[failed[0]])[-1] == "history" and "result" not in rows[failed[0]]
+
+
 def test_retry_kill_rm_modify(site):
     path, failed = site
     assert run("retry", "--site", path, "--state", "FAILED")[1] == "retry: 2 task(s)\n"

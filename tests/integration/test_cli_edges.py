@@ -176,6 +176,20 @@ def test_a_bad_setting_is_one_error_line_naming_the_variable(site):
     assert SECRET not in out
 
 
+def test_virtual_nodes_on_a_batch_systems_nodes_are_refused_by_the_librarys_rule(tmp_path):
+    path = tmp_path / "site"
+    code, out = run("launcher", "--site", path, "--platform", "pbs", "--nodes", "2")
+    assert_one_error_line(code, out, "virtual nodes (--nodes) are for the local platform; pbs "
+                                     "says how many nodes the allocation has")
+    assert not path.exists()
+
+
+def test_db_upgrade_of_a_site_reports_its_schema_version(site):
+    path, _ = site
+    code, out = run("db", "upgrade", "--site", path)
+    assert code == 0 and out.startswith(f"{path / 'balsam.db'}: schema version ")
+
+
 # -- launcher logs ---------------------------------------------------------------------------
 
 
