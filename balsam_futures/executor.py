@@ -22,18 +22,18 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures as _cf
 from pathlib import Path
 from typing import Any
 
 from . import config
-from .apps import ShellApp, shell_call
+from .apps import ShellApp, _run_shell_task, shell_call
 from .backends import SqlStore, open_store
 from .errors import StoreError
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
-from .launcher.nodes import NodeSpec, discover_nodes
 from .launcher.config import LauncherConfig
+from .launcher.nodes import NodeSpec, discover_nodes
 from .launcher.process import LauncherProcess, worker_python_path
 from .launcher.resources import NodePool
 from .launcher.workers import pack_initializer
@@ -108,9 +108,14 @@ class BalsamExecutor(_cf.Executor):
 
     Args:
         max_workers: worker processes of the local launcher (default: CPUs of this machine).
-        mp_context: accepted for ProcessPoolExecutor compatibility; workers are always fresh
-            interpreters started by the launcher, as with the "spawn" start method.
-        initializer, initargs: called in each worker before it runs tasks.
+        mp_context: accepted for ProcessPoolExecutor compatibility and ignored: workers are
+            always fresh interpreters started by the launcher, as with the "spawn" start
+            method, whatever the context ("fork" included; the launcher is a process of its
+            own, so workers could not share this process's memory).  Per-worker setup goes
+            in ``initializer``.
+        initializer, initargs: called in each worker before it runs tasks.  If it raises,
+            the executor is broken, as ProcessPoolExecutor's: pending futures and later
+            submits raise :class:`~balsam_futures.WorkerInitError`.
         max_tasks_per_child: tasks a worker runs before it is replaced.
         site: the site directory (database, data/, logs/).
         db_url: a database URL instead of the site's embedded SQLite file (default:
@@ -280,19 +285,23 @@ class BalsamExecutor(_cf.Executor):
         if isinstance(fn, ShellApp):  # stored as a Python task that runs the command
             # A name given (options or ShellApp's) must fit the store; the program's is cut.
             name = choose_name(options.name or fn.name, fn.default_name)
-            app = fn
-            fn, args = shell_call(fn, args, kwargs)
-            if not options.description:
-                # The command line, for `balsam-futures show` and `ls --json` (a parameter
-                # that is a future is filled in only when the task runs).
-                command = app.describe(args[1])
-                if command:
-                    options = options.merged(description=command)
-            spec = self._make_spec(options, "shell", dump_callable(fn), args, {}, name)
+            spec = self._shell_spec(options, fn, None, args, kwargs, name)
             return self._store_specs([spec])[0]
         spec = self._make_spec(options, "python", dump_callable(fn), args, kwargs,
                                choose_name(options.name, _task_name(fn)))
         return self._store_specs([spec])[0]
+
+    def _shell_spec(self, options: TaskOptions, app: ShellApp, fn_bytes: bytes | None,
+                    args: tuple, kwargs: dict, name: str) -> TaskSpec:
+        """The TaskSpec of one run of ``app`` (its parameters checked here, at submit)."""
+        fn, args = shell_call(app, args, kwargs)
+        if not options.description:
+            # The command line, for `balsam-futures show` and `ls --json` (a parameter that
+            # is a future is filled in only when the task runs).
+            command = app.describe(args[1])
+            if command:
+                options = options.merged(description=command)
+        return self._make_spec(options, "shell", fn_bytes or dump_callable(fn), args, {}, name)
 
     def _make_spec(self, options: TaskOptions, kind: str, fn_bytes: bytes, args: tuple,
                    kwargs: dict, name: str) -> TaskSpec:
@@ -348,6 +357,13 @@ class BalsamExecutor(_cf.Executor):
         """Like ``Executor.map``, but every task is stored in bulk before this returns.
 
         ``chunksize`` > 1 runs that many calls per task, as ProcessPoolExecutor does.
+
+        ``fn`` may be a :class:`~balsam_futures.ShellApp`, which takes its parameters by
+        keyword: give one iterable, of mappings of parameter names to values
+        (``map(app, [{"x": 1, "y": 2}, ...])``), or, for an app with one parameter, of its
+        values (``map(app, xs)``).  Each command is a task of its own (it needs its own working
+        directory and ``job.out``), so ``chunksize`` changes nothing there, as with
+        ThreadPoolExecutor.  Results, order and ``timeout`` are as for a callable.
         """
         return self._map(self._options, fn, iterables, timeout, chunksize)
 
@@ -357,18 +373,28 @@ class BalsamExecutor(_cf.Executor):
         with self._shutdown_lock:
             self._check_open()
         end_time = None if timeout is None else timeout + time.monotonic()
-        name = choose_name(options.name, _task_name(fn))
-        if chunksize == 1:
+        if isinstance(fn, ShellApp):
+            app = fn
+            name = choose_name(options.name or app.name, app.default_name)
+            fn_bytes = dump_callable(_run_shell_task)  # once, not per task
+            chunksize = 1  # one task per command: see the docstring
+            calls = (((), params) for params in _shell_params(app, iterables))
+        elif chunksize == 1:
+            name = choose_name(options.name, _task_name(fn))
             fn_bytes = dump_callable(fn)
             calls = ((args, {}) for args in zip(*iterables))
         else:
+            name = choose_name(options.name, _task_name(fn))
             fn_bytes = dump_callable(functools.partial(_process_chunk, fn))
             it = zip(*iterables)
             calls = (((chunk,), {}) for chunk in iter(lambda: list(itertools.islice(it, chunksize)), []))
         futs: list[BalsamFuture] = []
         while batch := list(itertools.islice(calls, MAP_BATCH)):
-            specs = [self._make_spec(options, "python", fn_bytes, a, k, name)
-                     for a, k in batch]
+            if isinstance(fn, ShellApp):
+                specs = [self._shell_spec(options, fn, fn_bytes, a, k, name) for a, k in batch]
+            else:
+                specs = [self._make_spec(options, "python", fn_bytes, a, k, name)
+                         for a, k in batch]
             futs.extend(self._store_specs(specs))
         self._submitter.flush()  # map returns once every task is in the store
         results = _result_iterator(futs, end_time)
@@ -498,7 +524,8 @@ class BalsamExecutor(_cf.Executor):
         return sorted(affected + self._store.kill(ids))
 
     def cancel_pending(self) -> list[int]:
-        """Cancel every task of this executor that no launcher has claimed yet."""
+        """Cancel every task of this executor that has not started: waiting, or claimed by a
+        launcher (CLAIMED) that has not started it.  Returns their ids."""
         self._submitter.flush()
         pending = self._registry.pending()
         cancelled = set(self._store.cancel([f.task_id for f in pending]))
@@ -535,6 +562,22 @@ class BalsamExecutor(_cf.Executor):
             if self._broken is None:
                 self._broken = err
 
+    def _initializer_failed(self, err: BaseException) -> None:
+        """The initializer raised in a worker of this executor's launcher (from the watcher):
+        as ProcessPoolExecutor's pool, the executor is broken, and its launcher stops, which
+        would otherwise fail every task it claims, other executors' too (they go back to the
+        store)."""
+        with self._shutdown_lock:
+            if self._broken is not None:
+                return
+            self._broken = err  # submit() raises from now on
+        log.error("the executor is broken: %s; its unfinished tasks stay in the store", err)
+        self._stopping_launcher = True  # not a launcher death, for the watcher
+        if self._launcher is not None:
+            # Before the futures fail: once one raises, the launcher takes no more tasks.
+            self._launcher.stop()
+        self._break(err)
+
     def _break(self, err: BaseException) -> None:
         """A thread of this executor cannot go on: refuse new tasks, fail the pending ones
         (they stay in the store, for another executor to attach to)."""
@@ -544,6 +587,29 @@ class BalsamExecutor(_cf.Executor):
                 fut.set_exception(err)
             except _cf.InvalidStateError:
                 pass
+
+
+def _shell_params(app: ShellApp, iterables: Sequence[Iterable[Any]]) -> Iterator[dict]:
+    """The parameters of each task of ``map(app, iterable)``: an item is a mapping of them,
+    or the value of the app's only parameter.  Positional values for several parameters
+    are refused rather than matched to them by their order in the command line, which
+    would change meaning when the template is edited."""
+    params = sorted(app.params)
+    example = "map(app, [{" + ", ".join(f"{p!r}: ..." for p in params) + "}, ...])"
+    if len(iterables) != 1:
+        raise TypeError(f"map() of ShellApp {app.default_name!r} takes one iterable, of "
+                        f"mappings of its parameters ({', '.join(params) or 'none'}), not "
+                        f"{len(iterables)}: e.g. {example}")
+    only = params[0] if len(params) == 1 else None
+    for item in iterables[0]:
+        if isinstance(item, Mapping):
+            yield dict(item)
+        elif only is not None:
+            yield {only: item}
+        else:
+            raise TypeError(f"map() of ShellApp {app.default_name!r} takes mappings of its "
+                            f"parameters ({', '.join(params) or 'none'}), not "
+                            f"{type(item).__name__} values: e.g. {example}")
 
 
 def _is_future(value: Any) -> bool:

@@ -32,6 +32,7 @@ from .errors import (
     StoreError,
     TaskFailed,
     TaskKilled,
+    WorkerInitError,
 )
 from .serialization import load_exception, load_result
 from .tasks import TaskState
@@ -160,6 +161,8 @@ class Watcher(threading.Thread):
         self._stopping = threading.Event()
         self._waker = Waker()
         self.error: BaseException | None = None
+        # Only an executor's own launcher runs its initializer.
+        self._on_init_error = self._initializer_failed if launcher is not None else None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -258,10 +261,22 @@ class Watcher(threading.Thread):
                 matched = [(self.registry.futures.get(e.task_id), e) for e in events]
             for fut, event in matched:
                 if fut is not None:
-                    apply_event(fut, event.state, event.result, event.error)
+                    apply_event(fut, event.state, event.result, event.error,
+                                self._on_init_error)
                     applied += 1
             if self.cursor - before < EVENT_BATCH:
                 return applied  # ids are increasing: fewer rows than a batch, so none left
+
+    def _initializer_failed(self, err: WorkerInitError) -> None:
+        """A task failed because the initializer raised in a worker.  If that worker is
+        this executor's own launcher's, the executor is broken, as ProcessPoolExecutor is."""
+        if getattr(err, "launcher_id", None) != self.launcher.cfg.launcher_id:
+            return  # another executor's launcher ran the task: not this executor's initializer
+        owner = self._owner()
+        if owner is not None:
+            owner._initializer_failed(err)
+        else:
+            _fail_all(self.registry.pending(), err)
 
     def _launcher_died(self) -> bool:
         proc = self.launcher
@@ -330,8 +345,11 @@ class _Outage:
 
 
 def apply_event(fut: BalsamFuture, state: TaskState, result: bytes | None,
-                error: bytes | None) -> None:
-    """Move ``fut`` to match its task's new state; races with the user are ignored."""
+                error: bytes | None, on_init_error: Any = None) -> None:
+    """Move ``fut`` to match its task's new state; races with the user are ignored.
+
+    ``on_init_error(exc)`` is called with a WorkerInitError before the future gets it, so that
+    once the future raises it, the executor is broken already."""
     try:
         if state is TaskState.RUNNING:
             if fut._state == PENDING:
@@ -352,6 +370,8 @@ def apply_event(fut: BalsamFuture, state: TaskState, result: bytes | None,
         elif state in (TaskState.FAILED, TaskState.KILLED):
             if error is not None:
                 exc = load_exception(error, fut.task_id)
+                if on_init_error is not None and isinstance(exc, WorkerInitError):
+                    on_init_error(exc)
             elif state is TaskState.KILLED:
                 exc = TaskKilled(f"task {fut.task_id} was killed", task_id=fut.task_id)
             else:

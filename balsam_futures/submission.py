@@ -151,6 +151,10 @@ class Submitter(threading.Thread):
                 del self.queue[:len(batch)]
                 self.written_seq = batch[-1][1]._seq
                 self.cond.notify_all()
+            # Not kept while this thread waits for the next submission: the batch holds its
+            # futures, and a future held here would keep its result alive after the caller
+            # dropped it.
+            del batch
             if self.on_written is not None:
                 self.on_written()
 

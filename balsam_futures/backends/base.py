@@ -52,6 +52,9 @@ from .store import (  # noqa: F401 - re-exported: the records callers import fro
 log = logging.getLogger(__name__)
 
 APP_NAME = "balsam_futures"
+#: A sweep that waited longer than this for the write lock judges nobody this time: while
+#: the store was blocked, live launchers could not renew their leases either.
+SWEEP_LOCK_WAIT_S = 0.5
 
 class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
@@ -88,6 +91,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                     {"key": "app", "value": APP_NAME},
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "deletions", "value": "0"},
+                    {"key": "blocked_until", "value": "0"},
                 ])
                 return
             found = dict(conn.execute(q.read_meta()).all())
@@ -259,10 +263,11 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         offer = offer or ClaimOffer()
         if not outcomes and limit <= 0 and not started:
             return Exchange([], [])
-        now = self.clock()
+        asked = self.clock()
         fenced = False
         with self._raw_write() as cur:
-            if not self._touch(cur, launcher_id, now):
+            now = self.clock()  # after any wait for the write lock
+            if not self._touch(cur, launcher_id, asked, now):
                 self._requeue(cur, [launcher_id], _fenced_message(launcher_id), now,
                               LauncherState.EXPIRED)
                 fenced = True
@@ -325,10 +330,14 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
             cur, q.select_running_of(launcher_id, rest), {}).fetchall()}
         return [i for i in rest if i not in again]
 
-    def _touch(self, cur: Any, launcher_id: int, now: float) -> bool:
-        """Heartbeat inside a write transaction; False if the launcher is not alive."""
-        return self._exec(cur, "touch_launcher", {"lid": launcher_id, "now": now}
-                          ).fetchone() is not None
+    def _touch(self, cur: Any, launcher_id: int, asked: float, now: float) -> bool:
+        """Heartbeat inside a write transaction; False if the launcher is not alive.
+
+        Judged at ``asked``, when the launcher began the round trip: a launcher that waited
+        for the store (another writer held SQLite's lock, paused, say) is not to blame for
+        the wait, but one that was itself silent past its lease is fenced."""
+        return self._exec(cur, "touch_launcher", {"lid": launcher_id, "asked": asked,
+                                                  "now": now}).fetchone() is not None
 
     def _record(self, cur: Any, launcher_id: int, outcomes: Sequence[TaskOutcome],
                 now: float) -> int:
@@ -510,9 +519,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
     def heartbeat(self, launcher_id: int) -> None:
         """Renew the lease of ``launcher_id``; raises ``LauncherFenced`` (after giving back
         what it holds) if it is no longer alive."""
-        now = self.clock()
+        asked = self.clock()
         with self._raw_write() as cur:
-            alive = self._touch(cur, launcher_id, now)
+            now = self.clock()
+            alive = self._touch(cur, launcher_id, asked, now)
             if not alive:
                 self._requeue(cur, [launcher_id], _fenced_message(launcher_id), now,
                               LauncherState.EXPIRED)
@@ -548,28 +558,62 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                              for lid in launcher_ids])
         return [r[0] for r in rows]
 
-    def requeue_expired(self) -> list[int]:
+    def requeue_expired(self, sweeper_id: int | None = None) -> list[int]:
         """Requeue the tasks held by every launcher that is not alive: silent past its own
-        lease (marked EXPIRED), or holding tasks whatever its recorded state."""
+        lease (marked EXPIRED), or holding tasks whatever its recorded state.
+
+        A launcher sweeping (``sweeper_id``) must be alive itself: one that was paused past
+        its lease would judge the others by a stale view, so it is fenced instead
+        (``LauncherFenced``).  A lease is counted from the later of a launcher's heartbeat
+        and the end of the store's last blockage (a writer held SQLite's lock for long, so
+        that nobody could renew a lease), and a sweep that itself waited long for the lock
+        judges nobody this time.
+        """
         now = self.clock()
         with self._raw_read() as cur:
-            if not self._dead_holders(cur, now):
+            if not self._dead_holders(cur, now, self._blocked_until(cur)):
                 return []
+        asked = now
+        fenced = False
         with self._raw_write() as cur:
-            # Again inside the write: a launcher may have heartbeated meanwhile.
-            expired = [r[0] for r in self._exec(cur, "select_expired_launchers",
-                                                {"now": now})]
-            requeued = self._requeue(cur, expired, "launcher lease expired (no heartbeat "
-                                     "within its lease)", now, LauncherState.EXPIRED)
-            others = [i for i in self._dead_holders(cur, now) if i not in set(expired)]
-            requeued += self._requeue(cur, others, "launcher not alive (stopped or expired) "
-                                      "but holding the task", now, None)
-            return requeued
+            now = self.clock()
+            if sweeper_id is not None and not self._touch(cur, sweeper_id, asked, now):
+                self._requeue(cur, [sweeper_id], _fenced_message(sweeper_id), now,
+                              LauncherState.EXPIRED)
+                fenced = True
+                requeued: list[int] = []
+            elif now - asked > SWEEP_LOCK_WAIT_S:
+                # The store was blocked for everyone, so live launchers could not heartbeat
+                # either: judge them once it is free again.
+                log.info("lease sweep deferred: the store was blocked for %.1f s",
+                         now - asked)
+                return []
+            else:
+                blocked = self._blocked_until(cur)
+                # Again inside the write: a launcher may have heartbeated meanwhile.
+                expired = [r[0] for r in self._exec(cur, "select_expired_launchers",
+                                                    {"now": now, "blocked": blocked})]
+                requeued = self._requeue(cur, expired, "launcher lease expired (no "
+                                         "heartbeat within its lease)", now,
+                                         LauncherState.EXPIRED)
+                others = [i for i in self._dead_holders(cur, now, blocked)
+                          if i not in set(expired)]
+                requeued += self._requeue(cur, others, "launcher not alive (stopped or "
+                                          "expired) but holding the task", now, None)
+        if fenced:
+            raise LauncherFenced(f"launcher {sweeper_id}'s lease expired (it was silent "
+                                 "longer than its lease); its tasks were given back")
+        return requeued
 
-    def _dead_holders(self, cur: Any, now: float) -> list[int]:
+    def _blocked_until(self, cur: Any) -> float:
+        row = self._exec(cur, "select_blocked", {}).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def _dead_holders(self, cur: Any, now: float, blocked: float) -> list[int]:
         """Launchers that should lose their tasks: expired, or holding tasks while dead."""
-        ids = {r[0] for r in self._exec(cur, "select_expired_launchers", {"now": now})}
-        ids.update(r[0] for r in self._exec(cur, "select_orphaned_launchers", {"now": now})
+        values = {"now": now, "blocked": blocked}
+        ids = {r[0] for r in self._exec(cur, "select_expired_launchers", values)}
+        ids.update(r[0] for r in self._exec(cur, "select_orphaned_launchers", values)
                    if r[0] is not None)
         return sorted(ids)
 

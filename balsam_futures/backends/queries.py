@@ -317,18 +317,23 @@ def insert_launcher():
     return insert(launchers).values({c: _p(c) for c in cols}).returning(launchers.c.id)
 
 
-def _alive(now):
-    # A launcher is alive while it is RUNNING and its own lease has not run out.
+def _alive(now, blocked=None):
+    # A launcher is alive while it is RUNNING and its own lease has not run out, counted
+    # from its last heartbeat, or from when the store was last blocked for every writer
+    # (:blocked), whichever is later: nobody could renew a lease while it was.
+    since = launchers.c.heartbeat_at if blocked is None else case(
+        (launchers.c.heartbeat_at > blocked, launchers.c.heartbeat_at), else_=blocked)
     return (launchers.c.state == LauncherState.RUNNING.value) & (
-        launchers.c.heartbeat_at + launchers.c.lease_s >= now)
+        since + launchers.c.lease_s >= now)
 
 
 def touch_launcher():
-    """Heartbeat of launcher :lid at :now, only while it is alive; returns its id if so (no
-    row: its lease ran out, it is fenced)."""
+    """Heartbeat of launcher :lid at :now, only if it was alive at :asked (when it began this
+    round trip, before any wait for the write lock); returns its id if so (no row: its lease
+    ran out, it is fenced)."""
     return (
         update(launchers)
-        .where(launchers.c.id == _p("lid"), _alive(_p("now")))
+        .where(launchers.c.id == _p("lid"), _alive(_p("asked")))
         .values(heartbeat_at=_p("now"))
         .returning(launchers.c.id)
     )
@@ -344,17 +349,18 @@ def set_launcher_state():
 
 
 def select_expired_launchers():
-    """Launchers still marked RUNNING whose own lease ran out before :now."""
+    """Launchers still marked RUNNING whose own lease ran out before :now (counted from
+    their heartbeat or the store's last blockage :blocked, see ``_alive``)."""
     return select(launchers.c.id).where(
         launchers.c.state == LauncherState.RUNNING.value,
-        launchers.c.heartbeat_at + launchers.c.lease_s < _p("now"),
+        ~_alive(_p("now"), _p("blocked")),
     )
 
 
 def select_orphaned_launchers():
     """Launchers that hold tasks (CLAIMED or RUNNING) but are not alive at :now, whatever
     their recorded state (a launcher marked STOPPED may have claimed after it was)."""
-    alive = select(launchers.c.id).where(_alive(_p("now")))
+    alive = select(launchers.c.id).where(_alive(_p("now"), _p("blocked")))
     return (select(tasks.c.launcher_id).distinct()
             .where(_in_states(HELD), tasks.c.launcher_id.not_in(alive.scalar_subquery())))
 
@@ -379,6 +385,16 @@ def requeue(ids: list[int]):
                            else_=TaskState.RESTART_READY.value),
                 launcher_id=None, kill_requested=False, updated_at=_p("now"))
     )
+
+
+def mark_blocked():
+    """Record :now as the end of a time the store was blocked for every writer."""
+    return update(meta).where(meta.c.key == "blocked_until").values(value=_p("now_text"))
+
+
+def select_blocked():
+    """When the store was last blocked for every writer (no row or '0': never)."""
+    return select(meta.c.value).where(meta.c.key == "blocked_until")
 
 
 def count_deletions():

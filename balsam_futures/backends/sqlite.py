@@ -14,6 +14,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def _on_connect(dbapi_conn, _record) -> None:
 def _on_begin(conn: Connection) -> None:
     mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
     conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+#: A wait for the write lock longer than this is recorded as a blockage of the store (see
+#: SqliteStore._raw_write); shorter waits are ordinary contention, far below any lease.
+BLOCKED_S = 0.5
 
 
 class SqliteStore(SqlStore):
@@ -103,9 +109,15 @@ class SqliteStore(SqlStore):
             fd = self._local.lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             with self._probe_lock:
                 self._lock_fds.append(fd)
+        asked = time.monotonic()
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with super()._raw_write() as cur:
+                if time.monotonic() - asked > BLOCKED_S:
+                    # Another writer held the lock this long (paused, or a huge batch): no
+                    # launcher could renew its lease meanwhile.  Say so, so that lease sweeps
+                    # count leases from now (see queries._alive).
+                    self._exec(cur, "mark_blocked", {"now_text": repr(self.clock())})
                 yield cur
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -165,7 +165,7 @@ class StoreLoop:
                 self.placer.warn_unfit(self.store, self.tags)
             if self.heartbeats.due(now):
                 self.store.heartbeat(self.lid)
-            if self.sweeps.due(now) and self.store.requeue_expired():
+            if self.sweeps.due(now) and self.store.requeue_expired(self.lid):
                 self.more = True
             self.retry = RETRY_MIN
         except LauncherFenced as exc:
@@ -231,6 +231,10 @@ class StoreLoop:
         sizer.observe(len(outcomes), workers, now)
         if want:
             self.more = len(trip.claimed) == want
+        elif outcomes:
+            # Runs ended while there was no room to ask for more: the candidates skipped for
+            # lack of room may fit now, whether or not the store announces anything new.
+            self.more = True
         if trip.claimed:
             placer.add_claimed(trip.claimed)
             self.handoff.dispatcher_waker.set()

@@ -63,13 +63,7 @@ class Dispatcher:
                 # Handed over before any outcome of these runs can be collected; also wakes
                 # the store thread: there is room in the backlog to claim more.
                 handoff.put(started, failed)
-            # Published before sleeping, for the store thread's claim size and idle timeout.
-            running = pool.running()
-            idle = pool.idle() and not self.placer.backlog
-            if agents is not None:
-                running += agents.running()
-                idle = idle and agents.idle()
-            handoff.running, handoff.idle = running, idle
+            self.publish()  # before sleeping
             timeout = None if pilot.deadline is None else \
                 max(0.0, pilot.deadline - time.monotonic())
             outcomes, handback, ready = pool.collect(timeout)
@@ -80,11 +74,25 @@ class Dispatcher:
             if outcomes or handback:
                 self.placer.ended(outcomes, handback)
             if outcomes:
+                # The freed workers are counted before the store thread hears of their
+                # outcomes: else it sizes its next claim by a stale count, asks for nothing,
+                # and (PostgreSQL announces only new tasks) might not look again.
+                self.publish()
                 handoff.put(outcomes=outcomes)
             if handoff.dispatcher_waker.fileno() in ready:
                 handoff.dispatcher_waker.clear()
             if pilot.control_fd in ready and os.read(pilot.control_fd, 4096) == b"":
                 pilot.request_stop("the executor that started it exited")
+
+    def publish(self) -> None:
+        """How many runs are going and whether all is idle, for the store thread's claim
+        size and idle time-out."""
+        running = self.pool.running()
+        idle = self.pool.idle() and not self.placer.backlog
+        if self.agents is not None:
+            running += self.agents.running()
+            idle = idle and self.agents.idle()
+        self.handoff.running, self.handoff.idle = running, idle
 
     def stop_runs(self, reason: str, stop_reason: str) -> None:
         """Stop the runs still going (RUN_TIMEOUT, retried per policy), hand their outcomes

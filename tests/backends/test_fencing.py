@@ -403,8 +403,12 @@ class TestStart:
         first, second = launcher(store, "first"), launcher(store, "second")
         store.claim(first, 1)
         assert store.exchange(first, [tid], [], 0).lost == []
-        # Handed back by hand while it runs, then claimed and started elsewhere.
-        assert TaskQuery(store).filter(id=tid).update(state="RESTART_READY") == 1
+        # Handed back behind its launcher's back (the query API refuses to move a task a
+        # launcher holds, so it is done in SQL), then claimed and started elsewhere.
+        assert TaskQuery(store).filter(id=tid).update(state="RESTART_READY") == 0
+        with store.engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.id == tid).values(
+                state=S.RESTART_READY.value, launcher_id=None))
         assert claim_ids(store, second, 1) == [tid]
         assert store.exchange(second, [tid], [], 0).lost == []
         ex = store.exchange(first, [tid], [], 0)

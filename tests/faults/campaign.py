@@ -247,23 +247,35 @@ def states(store, ids) -> dict[int, dict]:
     return {row["id"]: row for row in store.get_tasks(list(ids))}
 
 
+#: A campaign whose tasks (10-50 ms each) have not moved for this long is stuck: stop waiting.
+STALL_S = 15.0
+
+
 def wait_final(store, ids, timeout: float, launchers=()) -> None:
     """Wait until every task is in a final state or ``timeout`` passed; an outage of the
-    store meanwhile is waited out.  With ``launchers`` (every launcher of the campaign), stop
-    waiting once none of them runs: nothing can move then (the tasks left are stuck)."""
+    store meanwhile is waited out.  Stop waiting early when nothing can move any more: no
+    task changed state for STALL_S, or (``launchers``: every launcher of the campaign) none of
+    them runs."""
     from balsam_futures.errors import StoreError
 
     deadline = time.monotonic() + timeout
+    seen, since = None, time.monotonic()
     while time.monotonic() < deadline:
         if launchers and all(launcher.proc.poll() is not None for launcher in launchers):
             time.sleep(0.5)  # what they wrote last is visible by now
             return
         try:
-            if all(r["state"] in FINAL_STATES for r in states(store, ids).values()) and \
-                    len(states(store, ids)) == len(ids):
-                return
+            rows = states(store, ids)
         except StoreError:
-            pass
+            rows = None
+        if rows is not None:
+            if len(rows) == len(ids) and all(r["state"] in FINAL_STATES for r in rows.values()):
+                return
+            now_seen = sorted((i, r["state"], r["launcher_id"]) for i, r in rows.items())
+            if now_seen != seen:
+                seen, since = now_seen, time.monotonic()
+            elif time.monotonic() - since >= STALL_S:
+                return
         time.sleep(0.1)
 
 

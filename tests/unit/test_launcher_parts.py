@@ -74,8 +74,8 @@ class FakeStore:
     def heartbeat(self, lid):
         self.calls.append(("heartbeat",))
 
-    def requeue_expired(self):
-        self.calls.append(("sweep",))
+    def requeue_expired(self, sweeper_id=None):
+        self.calls.append(("sweep", sweeper_id))
         return []
 
     def kill_requests(self, lid):

@@ -1,6 +1,7 @@
 """Version 3: each launcher's own lease (bf_launchers.lease_s), the index of held tasks
 (CLAIMED or RUNNING) replacing the index of RUNNING ones, and the count of deleted tasks
-(bf_meta 'deletions', which watchers follow)."""
+(bf_meta 'deletions', which watchers follow), and when the store was last blocked for
+every writer (bf_meta 'blocked_until', from which lease sweeps count)."""
 
 from __future__ import annotations
 
@@ -19,5 +20,7 @@ def apply(conn: Connection) -> None:
     for index in tasks.indexes:
         if index.name == "ix_bf_tasks_held":
             index.create(conn, checkfirst=True)
-    if conn.execute(text("SELECT count(*) FROM bf_meta WHERE key = 'deletions'")).scalar() == 0:
-        conn.execute(text("INSERT INTO bf_meta (key, value) VALUES ('deletions', '0')"))
+    for key in ("deletions", "blocked_until"):
+        found = conn.execute(text("SELECT count(*) FROM bf_meta WHERE key = :k"), {"k": key})
+        if found.scalar() == 0:
+            conn.execute(text("INSERT INTO bf_meta (key, value) VALUES (:k, '0')"), {"k": key})
