@@ -272,21 +272,21 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                               LauncherState.EXPIRED)
                 fenced = True
             else:
-                # Runs that also ended are recorded by their outcome (see _record).
+                # Runs that also ended are recorded by their outcome (see _record).  The history
+                # rows of all three parts go in one statement, at the end.
                 ended = {o.task_id for o in outcomes}
+                history: list[dict[str, Any]] = []
                 lost = self._started(cur, launcher_id, [i for i in started if i not in ended],
-                                     now)
+                                     now, history)
                 if outcomes:
-                    self._record(cur, launcher_id, outcomes, now)
+                    self._record(cur, launcher_id, outcomes, now, history,
+                                 claimed_first=ended.intersection(started))
                 rows = self._claim_rows(cur, launcher_id, limit, offer, now) \
                     if limit > 0 else []
-                if rows:
-                    self._insert_history(cur, [
-                        {"task_id": r[0], "from_state": r[1],
-                         "to_state": TaskState.CLAIMED.value, "at": now,
-                         "message": f"claimed by launcher {launcher_id}"}
-                        for r in rows
-                    ])
+                history += [{"task_id": r[0], "from_state": r[1],
+                             "to_state": TaskState.CLAIMED.value, "at": now,
+                             "message": f"claimed by launcher {launcher_id}"} for r in rows]
+                self._insert_history(cur, history)
                 parents: dict[int, dict[int, bytes | None]] = {}
                 needy = [r[0] for r in rows if r[_NUM_PARENTS]]
                 if needy:
@@ -309,19 +309,18 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         fields["parent_results"] = parents.get(fields["id"], {})
         return ClaimedTask(**fields)
 
-    def _started(self, cur: Any, launcher_id: int, ids: Sequence[int], now: float
-                 ) -> list[int]:
-        """Record that runs of tasks ``ids`` started (CLAIMED→RUNNING, with history); returns
-        the ids this launcher no longer holds (cancelled or requeued meanwhile)."""
+    def _started(self, cur: Any, launcher_id: int, ids: Sequence[int], now: float,
+                 history: list[dict[str, Any]]) -> list[int]:
+        """Record that runs of tasks ``ids`` started (CLAIMED→RUNNING; their history rows are
+        added to ``history``); returns the ids this launcher no longer holds (cancelled or
+        requeued meanwhile)."""
         ids = list(dict.fromkeys(ids))  # a resend names a task twice: one move, one row
         if not ids:
             return []
         moved = self._mark_started(cur, launcher_id, ids, now)
-        if moved:
-            self._insert_history(cur, [
-                {"task_id": i, "from_state": TaskState.CLAIMED.value,
-                 "to_state": TaskState.RUNNING.value, "at": now, "message": ""}
-                for i in ids if i in moved])
+        history += [{"task_id": i, "from_state": TaskState.CLAIMED.value,
+                     "to_state": TaskState.RUNNING.value, "at": now, "message": ""}
+                    for i in ids if i in moved]
         rest = [i for i in ids if i not in moved]
         if not rest:
             return []
@@ -340,7 +339,11 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                                                   "now": now}).fetchone() is not None
 
     def _record(self, cur: Any, launcher_id: int, outcomes: Sequence[TaskOutcome],
-                now: float) -> int:
+                now: float, history: list[dict[str, Any]] | None = None,
+                claimed_first: set[int] | frozenset[int] = frozenset()) -> int:
+        """Write outcomes of runs ``launcher_id`` holds; their history rows go to ``history``
+        (else they are inserted here).  ``claimed_first``: tasks known to be CLAIMED still
+        (their runs started and ended since the last round trip)."""
         unique = list({o.task_id: o for o in reversed(outcomes)}.values())[::-1]
         params = [{
             "b_id": o.task_id, "b_lid": launcher_id, "b_state": o.path[-1].value,
@@ -350,7 +353,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         # An outcome means its run started: one whose task was still CLAIMED (it started and
         # ended since the last round trip, or its start was never reported) gets its
         # CLAIMED→RUNNING row first, so every history chain is unbroken.
-        written = self._finish_running(cur, params)
+        written = self._finish_running(cur, params, claimed_first)
         kept = [o for o in unique if o.task_id in written]
         if any(o.path[-1] is TaskState.RESTART_READY for o in kept):
             self._announce_claimable(cur)
@@ -374,7 +377,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                              "node_share": o.run["share"], "started_at": o.run["started_at"],
                              "ended_at": o.run["ended_at"], "state": o.path[0].value})
             self._exec_many(cur, "insert_runs", rows, processed=frozenset({"hosts", "gpus"}))
-        self._insert_history(cur, [
+        rows = [
             {"task_id": o.task_id, "from_state": TaskState.CLAIMED.value,
              "to_state": TaskState.RUNNING.value, "at": now, "message": ""}
             for o in kept if written[o.task_id] == TaskState.CLAIMED.value
@@ -383,7 +386,11 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
              "from_state": (o.path[k - 1] if k else TaskState.RUNNING).value,
              "to_state": state.value, "at": now, "message": o.message if k == 0 else ""}
             for o in kept for k, state in enumerate(o.path)
-        ])
+        ]
+        if history is None:
+            self._insert_history(cur, rows)
+        else:
+            history += rows
         self._release_children_of(cur, [o.task_id for o in kept if o.path[-1] in FINAL], now)
         return len(kept)
 

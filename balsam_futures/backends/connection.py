@@ -275,27 +275,29 @@ class Connections:
         has one (PostgreSQL LISTEN); pollers then sleep on it instead of polling."""
         return None
 
-    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> dict[int, str]:
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]],
+                        claimed_first: set[int] | frozenset[int] = frozenset()
+                        ) -> dict[int, str]:
         """Write outcomes; returns the ids of the rows actually updated, each with the state
         it left (RUNNING, or CLAIMED for a run whose start was not recorded yet).
 
         One statement per outcome, so each row count says whether this launcher still held
-        that task (an executemany only reports the total, which cannot tell which).  From
-        RUNNING first, the usual case; from CLAIMED only for the rows that missed.
+        that task (an executemany only reports the total, which cannot tell which).  Each
+        is tried from the state it is most likely in (CLAIMED for ``claimed_first``, else
+        RUNNING), then from the other only if that missed.
         """
+        running, claimed = TaskState.RUNNING.value, TaskState.CLAIMED.value
+        from_running = (running, self._stmt("finish_running", running))
+        from_claimed = (claimed, self._stmt("finish_running", claimed))
         written: dict[int, str] = {}
-        for from_state in (TaskState.RUNNING.value, TaskState.CLAIMED.value):
-            raw = self._stmt("finish_running", from_state)
-            missed = []
-            for p in params:
+        for p in params:
+            order = (from_claimed, from_running) if p["b_id"] in claimed_first else \
+                (from_running, from_claimed)
+            for from_state, raw in order:
                 cur.execute(raw.sql, raw.params(p))
                 if cur.rowcount == 1:
                     written[p["b_id"]] = from_state
-                else:
-                    missed.append(p)
-            params = missed
-            if not params:
-                break
+                    break
         return written
 
     def _mark_started(self, cur: Any, launcher_id: int, ids: Sequence[int],

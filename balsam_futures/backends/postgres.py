@@ -85,7 +85,8 @@ class PostgresStore(SqlStore):
             execute_batch(cur, raw.sql, params, page_size=PAGE_SIZE)
         return -1  # neither adds up row counts
 
-    def _finish_running(self, cur: Any, params: list[dict[str, Any]]) -> dict[int, str]:
+    def _finish_running(self, cur: Any, params: list[dict[str, Any]],
+                        claimed_first: Any = frozenset()) -> dict[int, str]:
         from psycopg2.extras import execute_values
 
         sql, template = q.pg_finish_running_values()
