@@ -210,7 +210,7 @@ class Watcher(threading.Thread):
                 # other launcher is running yet.  Each launcher is judged by its own lease.
                 last_sweep = now
                 try:
-                    self.store.requeue_expired()
+                    self.store.requeue_expired(unreachable_until=outage.reachable_since)
                 except StoreError as exc:
                     outage.failed(exc)
             if now - last_check > 0.5:
@@ -325,6 +325,8 @@ class _Outage:
         self.since: float | None = None
         self.last_log = 0.0
         self.failures = 0
+        #: Epoch time the store was reached again after the last outage (0: none yet).
+        self.reachable_since = 0.0
 
     def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -339,6 +341,7 @@ class _Outage:
 
     def over(self) -> None:
         if self.since is not None:
+            self.reachable_since = time.time()
             log.warning("%s reaches the store again after %.1f s", self.who,
                         time.monotonic() - self.since)
             self.since, self.failures = None, 0

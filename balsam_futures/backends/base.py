@@ -252,18 +252,22 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
 
     def exchange(self, launcher_id: int, started: Sequence[int],
                  outcomes: Sequence[TaskOutcome], limit: int,
-                 offer: ClaimOffer | None = None) -> Exchange:
+                 offer: ClaimOffer | None = None, *, asked: float | None = None) -> Exchange:
         """One launcher round trip, in one transaction: runs that started (CLAIMED→RUNNING),
         outcomes, and a claim of up to ``limit`` tasks that ``offer`` accepts.
 
         A launcher's steady state is "some tasks started, some ended, claim as many": one
         commit for all three, which is also its heartbeat.  Raises ``LauncherFenced`` (after
         giving back what it holds) if the launcher is no longer alive.
+
+        ``asked``: when the launcher began trying to reach the store (default now; earlier
+        if its attempts failed meanwhile): its lease is judged then, so an outage it rode
+        out is not held against it.
         """
         offer = offer or ClaimOffer()
         if not outcomes and limit <= 0 and not started:
             return Exchange([], [])
-        asked = self.clock()
+        asked = self.clock() if asked is None else asked
         fenced = False
         with self._raw_write() as cur:
             now = self.clock()  # after any wait for the write lock
@@ -523,10 +527,10 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
             out.append(run)
         return out
 
-    def heartbeat(self, launcher_id: int) -> None:
+    def heartbeat(self, launcher_id: int, *, asked: float | None = None) -> None:
         """Renew the lease of ``launcher_id``; raises ``LauncherFenced`` (after giving back
-        what it holds) if it is no longer alive."""
-        asked = self.clock()
+        what it holds) if it is no longer alive (``asked`` as for :meth:`exchange`)."""
+        asked = self.clock() if asked is None else asked
         with self._raw_write() as cur:
             now = self.clock()
             alive = self._touch(cur, launcher_id, asked, now)
@@ -565,7 +569,8 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                              for lid in launcher_ids])
         return [r[0] for r in rows]
 
-    def requeue_expired(self, sweeper_id: int | None = None) -> list[int]:
+    def requeue_expired(self, sweeper_id: int | None = None, *,
+                        unreachable_until: float = 0.0) -> list[int]:
         """Requeue the tasks held by every launcher that is not alive: silent past its own
         lease (marked EXPIRED), or holding tasks whatever its recorded state.
 
@@ -574,11 +579,14 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
         (``LauncherFenced``).  A lease is counted from the later of a launcher's heartbeat
         and the end of the store's last blockage (a writer held SQLite's lock for long, so
         that nobody could renew a lease), and a sweep that itself waited long for the lock
-        judges nobody this time.
+        judges nobody this time.  ``unreachable_until``: when the sweeper last got through
+        to the store after an outage: others may not have got through yet, so their leases
+        are counted from then too.
         """
         now = self.clock()
         with self._raw_read() as cur:
-            if not self._dead_holders(cur, now, self._blocked_until(cur)):
+            if not self._dead_holders(cur, now,
+                                      max(self._blocked_until(cur), unreachable_until)):
                 return []
         asked = now
         fenced = False
@@ -596,7 +604,7 @@ class SqlStore(Connections, Dependencies, TaskQueries, BatchJobs):
                          now - asked)
                 return []
             else:
-                blocked = self._blocked_until(cur)
+                blocked = max(self._blocked_until(cur), unreachable_until)
                 # Again inside the write: a launcher may have heartbeated meanwhile.
                 expired = [r[0] for r in self._exec(cur, "select_expired_launchers",
                                                     {"now": now, "blocked": blocked})]

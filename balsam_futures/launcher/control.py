@@ -136,6 +136,11 @@ class StoreLoop:
         self.more = True  # the store may hold claimable tasks we have not seen
         self.poll = POLL_MIN
         self.retry = RETRY_MIN
+        #: Store time of the first failed attempt of an outage under way (None: the last
+        #: attempt got through), and of the end of the last outage: the launcher's lease is
+        #: judged from when it began trying, and peers' from when it got through again.
+        self.failing_since: float | None = None
+        self.reachable_since = 0.0
 
     def run(self) -> None:
         try:
@@ -155,6 +160,7 @@ class StoreLoop:
             self.sleep(COALESCE_SECONDS)  # a deliberate delay: see COALESCE_SECONDS
         started, outcomes = handoff.take()
         stopping = pilot.stop_reason is not None
+        attempt_at = self.store.clock()
         try:
             news = self.store.changed()
             self.more = self.more or news  # remembered until there is room to claim
@@ -164,8 +170,12 @@ class StoreLoop:
             if handoff.idle and self.unfit_checks.due(now):
                 self.placer.warn_unfit(self.store, self.tags)
             if self.heartbeats.due(now):
-                self.store.heartbeat(self.lid)
-            if self.sweeps.due(now) and self.store.requeue_expired(self.lid):
+                self.store.heartbeat(self.lid, asked=self.failing_since)
+            if self.failing_since is not None:  # got through again
+                self.failing_since = None
+                self.reachable_since = self.store.clock()
+            if self.sweeps.due(now) and self.store.requeue_expired(
+                    self.lid, unreachable_until=self.reachable_since):
                 self.more = True
             self.retry = RETRY_MIN
         except LauncherFenced as exc:
@@ -186,6 +196,8 @@ class StoreLoop:
             # Keep the outcomes and try again: results produced during an outage are written
             # when the store comes back.
             handoff.give_back(started, outcomes)
+            if self.failing_since is None:
+                self.failing_since = attempt_at
             log.warning("store unavailable, retrying in %.1f s: %s", self.retry, exc)
             self.sleep(self.retry)
             self.retry = min(self.retry * 2, RETRY_MAX)
@@ -219,7 +231,8 @@ class StoreLoop:
         offer = ClaimOffer(max_nodes=placer.nodes.num_nodes, tags=self.tags,
                            max_gpus=placer.max_node_gpus, max_wall_s=wall_left,
                            fit=placer.fit, window=want + CLAIM_LOOKAHEAD)
-        trip = self.store.exchange(self.lid, started, outcomes, want, offer)
+        trip = self.store.exchange(self.lid, started, outcomes, want, offer,
+                                   asked=self.failing_since)
         if trip.lost:
             # Cancelled or requeued before their start was recorded: stop those runs.
             log.info("task(s) %s were cancelled or requeued before they started here; "

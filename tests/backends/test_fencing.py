@@ -416,3 +416,37 @@ class TestStart:
         assert store.record_outcomes(first, [done(tid, b"stale")]) == 0
         assert held(store, tid) == (S.RUNNING.value, second)
         assert row_of(store, tid)["result"] is None
+
+
+class TestOutages:
+    """An outage (or a blocked store) is nobody's silence: leases are not held against it."""
+
+    def test_a_launcher_that_rode_out_an_outage_renews(self, store, clock):
+        (tid,) = add(store)
+        lid = launcher(store, lease_s=6)
+        assert claim_ids(store, lid, 1) == [tid]
+        first_failure = clock.now + 1
+        clock.advance(20)  # it kept trying since first_failure; the store was down
+        store.exchange(lid, [tid], [], 0, asked=first_failure)
+        assert held(store, tid) == (S.RUNNING.value, lid)
+        assert launcher_state(store, lid) == L.RUNNING.value
+
+    def test_a_launcher_silent_by_its_own_fault_is_fenced(self, store, clock):
+        (tid,) = add(store)
+        lid = launcher(store, lease_s=6)
+        claim_ids(store, lid, 1)
+        clock.advance(20)  # paused: it did not even try
+        with pytest.raises(LauncherFenced):
+            store.exchange(lid, [tid], [], 0)
+        assert held(store, tid) == (S.READY.value, None)
+
+    def test_a_sweeper_back_from_an_outage_gives_the_others_a_lease(self, store, clock):
+        (tid,) = add(store)
+        other = launcher(store, "other", lease_s=6)
+        claim_ids(store, other, 1)
+        clock.advance(20)  # the store was unreachable for everyone; the sweeper is back
+        assert store.requeue_expired(unreachable_until=clock.now) == []
+        assert held(store, tid) == (S.CLAIMED.value, other)
+        clock.advance(7)  # a whole lease later, still silent: now it is judged dead
+        assert store.requeue_expired(unreachable_until=clock.now - 7) == [tid]
+        assert launcher_state(store, other) == L.EXPIRED.value

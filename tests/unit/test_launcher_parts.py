@@ -48,6 +48,7 @@ class FakeStore:
     """A stand-in for ``LauncherStore`` that records what it is asked."""
 
     display_url = "fake://"
+    clock = staticmethod(time.time)
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
@@ -62,8 +63,9 @@ class FakeStore:
     def notify_fd(self):
         return None
 
-    def exchange(self, lid, started, outcomes, limit, offer=None):
-        self.calls.append(("exchange", list(started), [o.task_id for o in outcomes], limit))
+    def exchange(self, lid, started, outcomes, limit, offer=None, *, asked=None):
+        self.calls.append(("exchange", list(started), [o.task_id for o in outcomes], limit,
+                           asked))
         if self.fail_with is not None:
             raise self.fail_with
         if any(o.task_id in self.reject and o.path[-1] is not S.FAILED for o in outcomes):
@@ -71,10 +73,10 @@ class FakeStore:
         claimed, self.claimable = self.claimable[:limit], self.claimable[limit:]
         return Exchange(claimed, [])
 
-    def heartbeat(self, lid):
+    def heartbeat(self, lid, *, asked=None):
         self.calls.append(("heartbeat",))
 
-    def requeue_expired(self, sweeper_id=None):
+    def requeue_expired(self, sweeper_id=None, *, unreachable_until=0.0):
         self.calls.append(("sweep", sweeper_id))
         return []
 
@@ -178,6 +180,22 @@ class TestStoreLoopJobs:
         assert loop.one_pass() and loop.one_pass()
         assert loop.sleeps == [control.RETRY_MIN, control.RETRY_MIN * 2]
         assert loop.handoff.take() == ([3], [done(3)])
+
+    def test_after_an_outage_its_lease_is_judged_from_its_first_failed_attempt(self, loop):
+        loop.store.clock = FakeClock(500.0)
+        loop.store.fail_with = StoreUnavailable("down")
+        loop.handoff.put([3], [])
+        loop.one_pass()
+        loop.store.clock.advance(10.0)  # the outage lasts longer than the 8 s lease
+        loop.one_pass()
+        loop.store.fail_with = None
+        loop.store.clock.advance(10.0)
+        loop.one_pass()
+        assert loop.store.calls[-1][0] == "exchange" and loop.store.calls[-1][4] == 500.0
+        assert loop.reachable_since == 520.0 and loop.failing_since is None
+        loop.handoff.put([4], [])
+        loop.one_pass()
+        assert loop.store.calls[-1][4] is None  # reachable again: judged now
 
     def test_a_refused_outcome_fails_only_its_own_task(self, loop):
         loop.store.reject = {5}
