@@ -1,6 +1,6 @@
 """Shell applications: command templates with safe quoting, environment, inputs and hooks.
 
-    master: ex.submit(app, x=1)                 worker (launcher/worker.py), as a Python task
+    master: ex.submit(app, x=1)                 worker (launcher/workers/), a Python task
     -----------------------------               ---------------------------------------------
     ShellApp.bind: names, types, render once    _run_shell_task(app, params):
     TaskSpec(kind="shell",                        workdir  <site>/data/<workflow>/<name>_<id>
@@ -18,232 +18,55 @@ as Balsam's ``_api/app.py`` does, so a value is always one literal argument.  Th
 where a placeholder stands outside quotes, backticks, comments and here-documents; the
 template is rejected elsewhere (inside double quotes ``"$(...)"`` in a value would still run).
 A value that the template itself hands to a shell as code (``eval {v}``, ``sh -c {v}``) runs
-as code: that is what such a template asks for.  A template that uses the shell itself (pipes, redirections, ``;``, ``$VAR``...) runs under
-``/bin/sh -c``; any other runs without a shell.
+as code: that is what such a template asks for.  A template that uses the shell itself (pipes,
+redirections, ``;``, ``$VAR``...) runs under ``/bin/sh -c``; any other runs without a shell.
+
+    _shell_template.py   parsing and checking templates, quoting values, execve(2) limits
+    _shell_run.py        the worker's side: working directory, inputs, argv, job.out's tail
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import glob
 import os
 import pickle
 import re
 import shlex
-import shutil
 import socket
-import struct
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path, PurePath
-from string import Formatter
 from typing import Any
 
 from . import config
 from . import tasks as _tasks
-from .errors import ShellCommandNotFound, ShellInputNotFound, ShellTaskError
-from .sitedir import resolve_site
+from ._shell_run import _argv, _make_private_dirs, _place, _place_inputs, _tail, _task_workdir
+from ._shell_template import (
+    _POINTER,
+    _TOKEN,
+    MAX_ARG_STRLEN,
+    PARAM_TYPES,
+    _arg_max,
+    _check_workdir,
+    _fill,
+    _format_value,
+    _normalize_inputs,
+    _parse_fields,
+    _Part,
+    _refuse_nul,
+    _scan_command,
+)
+from .errors import ShellCommandNotFound, ShellTaskError
 
 #: The file in the working directory that receives the command's stdout and stderr.
 JOB_OUT = "job.out"
 #: Lines of job.out a ShellTaskError carries.  More helps to see why a run failed; every
 #: line is stored with the error in the task row and printed with the traceback.
 ERROR_TAIL_LINES = 20
-#: Characters that make a template need a shell when they stand outside quotes.
-_SHELL_CHARS = frozenset("|&;<>()$`*?[]~\n")
-#: A first word that only a shell understands (keywords and builtins that change the shell).
-_SHELL_WORDS = frozenset({
-    "!", "{", "}", "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done",
-    "case", "esac", "function", "export", "cd", "source", ".", "eval", "exec", "set", "unset",
-    "ulimit", "umask", "trap", "alias",
-})
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _NOT_FOUND = re.compile(r"([^\s:][^:\n]*): (?:command )?not found\s*$", re.MULTILINE)
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-_GLOB_CHARS = re.compile(r"[*?[]")
-#: Stands for a value where ShellApp._arg_sizes splits a template.
-_TOKEN = re.compile("\0[0-9]+\0")
-#: Parameter value types: each has one obvious text form on a command line.
-PARAM_TYPES = (str, int, float, PurePath)
-#: The most bytes one argument or environment string may take in execve(2), its final NUL
-#: included: Linux's MAX_ARG_STRLEN (32 pages, include/uapi/linux/binfmts.h), at 4 KiB pages,
-#: the smallest.  Past it execve fails with E2BIG however much room ARG_MAX leaves.
-MAX_ARG_STRLEN = 131072
-#: What execve counts for each string besides its bytes: its pointer in argv or envp.
-_POINTER = struct.calcsize("P")
-
-# One parsed piece of a template: literal text, then a field (name, format spec, conversion)
-# or None after the last literal.
-_Part = tuple[str, "str | None", str, "str | None"]
-
-
-
-def _refuse_nul(text: str, what: str) -> None:
-    # A C string ends at its first NUL: no argument, path or variable can hold one.
-    if "\0" in text:
-        raise ValueError(f"{what} contains a NUL character, which no command line, path or "
-                         "environment variable can hold")
-
-
-@functools.cache
-def _arg_max() -> int:
-    """The most bytes execve(2) takes for arguments and environment together, pointers
-    included: sysconf ARG_MAX, a quarter of the stack limit on Linux (execve(2), "Limits on
-    size of arguments and environment").  Asked here, at submit; the launcher's stack limit
-    may differ."""
-    try:
-        limit = os.sysconf("SC_ARG_MAX")
-    except (ValueError, OSError):
-        limit = -1
-    return limit if limit > 0 else MAX_ARG_STRLEN
-
-
-def _parse_fields(template: str, what: str) -> tuple[_Part, ...]:
-    """Split a ``{param}`` template, rejecting every field that is not a plain name."""
-    try:
-        parsed = list(Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"{what} {template!r} is not a valid template: {exc} "
-                         "(write {{ and }} for literal braces)") from None
-    parts: list[_Part] = []
-    for literal, name, spec, conv in parsed:
-        if name is not None:
-            if name == "" or name.isdigit():
-                raise ValueError(f"{what} has the positional field {{{name}}}; name every "
-                                 "field, e.g. {infile}")
-            if not name.isidentifier():
-                raise ValueError(f"{what} has the field {{{name}}}: fields are plain names, "
-                                 "without attributes or indexes")
-            if spec and "{" in spec:
-                raise ValueError(f"{what} has a nested field in {{{name}:{spec}}}")
-        parts.append((literal, name, spec or "", conv))
-    return tuple(parts)
-
-
-def _scan_command(parts: tuple[_Part, ...]) -> bool:
-    """Check where each placeholder stands; return whether the command needs a shell.
-
-    Shell syntax counts only outside quotes (``echo 'a|b'`` needs none); ``$`` and backticks
-    count inside double quotes too.  A placeholder must stand in plain shell words.
-    """
-    single = double = backtick = comment = escaped = heredoc = False
-    needs_shell = False
-    prev = " "
-    for literal, name, _spec, _conv in parts:
-        for ch in literal:
-            if comment:
-                comment = ch != "\n"
-            elif escaped:
-                escaped = False
-            elif single:
-                single = ch != "'"
-            elif double:
-                if ch == "\\":
-                    escaped = True
-                elif ch == '"':
-                    double = False
-                elif ch in "$`":
-                    needs_shell = True
-                    backtick ^= ch == "`"
-            elif ch == "\\":
-                escaped = True
-            elif ch == "'":
-                single = True
-            elif ch == '"':
-                double = True
-            elif ch == "#" and (prev.isspace() or prev in ";&|()<>"):
-                comment = needs_shell = True
-            else:
-                if ch in _SHELL_CHARS:
-                    needs_shell = True
-                if ch == "`":
-                    backtick = not backtick
-                if ch == "<" and prev == "<":
-                    heredoc = True
-            prev = ch
-        if name is None:
-            continue
-        where = ("inside single quotes" if single else "inside double quotes" if double
-                 else "inside backticks" if backtick else "in a comment" if comment
-                 else "after a backslash" if escaped else "after $" if prev == "$"
-                 else "after a here-document (<<)" if heredoc else None)
-        if where:
-            raise ValueError(
-                f"the placeholder {{{name}}} stands {where} in the command; put it in plain "
-                "shell words: its value is quoted for the shell already")
-        prev = "x"
-    if single or double or backtick:
-        raise ValueError("the command has an unterminated quote or backtick")
-    if escaped:
-        raise ValueError("the command ends with a lone backslash")
-    words = shlex.split("".join(lit + ("x" if name is not None else "")
-                                for lit, name, _s, _c in parts), comments=False)
-    if not words:
-        raise ValueError("the command is empty: it must name a program")
-    return needs_shell or words[0] in _SHELL_WORDS or bool(_ASSIGNMENT.match(words[0]))
-
-
-def _format_value(value: Any, spec: str, conv: str | None) -> str:
-    if conv == "r":
-        value = repr(value)
-    elif conv == "a":
-        value = ascii(value)
-    elif conv == "s":
-        value = str(value)
-    return format(value, spec)
-
-
-def _fill(parts: tuple[_Part, ...], values: Mapping[str, Any], quote: bool) -> str:
-    out = []
-    for literal, name, spec, conv in parts:
-        out.append(literal)
-        if name is not None:
-            text = _format_value(values[name], spec, conv)
-            if "\0" in text:
-                raise ValueError(f"the value of parameter {name!r} contains a NUL character, "
-                                 "which no command-line argument can hold")
-            out.append(shlex.quote(text) if quote else text)
-    return "".join(out)
-
-
-def _safe_name(text: str) -> str:
-    """``text`` as one path component of [A-Za-z0-9_.-] that is never ``.`` or ``..``."""
-    safe = _UNSAFE_NAME.sub("_", text)
-    return safe if safe.strip(".") else safe.replace(".", "_") or "_"
-
-
-def _absolute(path: str | os.PathLike[str], what: str) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{what} must be a path, not {type(path).__name__}")
-    text = os.fspath(path)
-    if isinstance(text, str):
-        _refuse_nul(text, what)
-    return os.path.abspath(os.path.expanduser(text))
-
-
-def _normalize_inputs(inputs: Any) -> tuple[tuple[str | None, str], ...]:
-    """``inputs`` as ((name in the workdir or None, absolute source path or pattern), ...)."""
-    if inputs is None:
-        return ()
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    if isinstance(inputs, Mapping):
-        pairs = []
-        for dest, src in inputs.items():
-            if not isinstance(dest, str) or not dest or os.path.isabs(dest) \
-                    or ".." in PurePath(dest).parts:
-                raise ValueError(f"inputs: {dest!r} must be a relative name inside the "
-                                 "working directory")
-            pairs.append((dest, _absolute(src, f"inputs[{dest!r}]")))
-        return tuple(pairs)
-    if isinstance(inputs, (list, tuple)):
-        return tuple((None, _absolute(src, "each of inputs")) for src in inputs)
-    raise TypeError("inputs must be a list of paths or glob patterns, or a mapping of names "
-                    f"in the working directory to them, not {type(inputs).__name__}")
-
 
 
 @dataclass(frozen=True)
@@ -486,98 +309,10 @@ class ShellResult:
         return _tail(self.job_out, n)
 
 
-def _tail(path: Path, n: int, block: int = 8192) -> str:
-    """The last ``n`` lines of a file, read from its end (job.out may be large)."""
-    if n <= 0:
-        return ""
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        pos, data = end, b""
-        while pos > 0 and data.count(b"\n") <= n:
-            step = min(block, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-n:])
-
-
-
 def shell_call(app: ShellApp, args: tuple, kwargs: dict) -> tuple[Callable[..., Any], tuple]:
     """What ``submit(app, **params)`` stores: the runner and its arguments (validated)."""
     params = app.bind(*args, **kwargs)
     return _run_shell_task, (app, params)
-
-
-
-def _check_workdir(path: Path) -> None:
-    _refuse_nul(str(path), "the working directory")
-    if not path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"the working directory {str(path)!r} must be an absolute path "
-                         "without '..'")
-
-
-def _task_workdir(app: ShellApp, params: Mapping[str, Any], task: _tasks.TaskContext) -> Path:
-    name = _safe_name(task.name or "task")
-    if app.workdir is not None:
-        path = Path(_fill(app._workdir_parts, {**params, "id": task.id, "name": name},
-                          quote=False))
-        _check_workdir(path)
-        return path
-    if task.workdir:  # the task's own option (already resolved against the site)
-        path = Path(task.workdir)
-        _check_workdir(path)
-        return path
-    site = Path(task.site) if task.site else resolve_site(None)
-    workflow = _safe_name(task.tags.get("workflow", "default"))
-    return site / "data" / workflow / f"{name}_{task.id}"
-
-
-def _make_private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each 0700 (Path.mkdir gives parents the
-    umask's mode)."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for p in reversed(missing):
-        try:
-            p.mkdir(mode=0o700)
-        except FileExistsError:
-            pass  # another task made it meanwhile
-
-
-def _place(src: str, dst: Path, link: bool) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
-        dst.unlink()  # left by an earlier run of this task
-    if link:
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.symlink(src, dst)
-    elif os.path.isdir(src):
-        shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
-    else:
-        shutil.copy2(src, dst)
-
-
-def _place_inputs(app: ShellApp, workdir: Path, task_id: int) -> None:
-    for dest, pattern in app.inputs:
-        is_glob = bool(_GLOB_CHARS.search(pattern))
-        if is_glob:
-            matches = sorted(glob.glob(pattern))
-        else:
-            matches = [pattern] if os.path.lexists(pattern) else []
-        if not matches:
-            raise ShellInputNotFound(pattern, task_id=task_id)
-        for src in matches:
-            if dest is None:
-                dst = workdir / os.path.basename(src)
-            elif is_glob:
-                dst = workdir / dest / os.path.basename(src)
-            else:
-                dst = workdir / dest
-            _place(src, dst, app.link)
 
 
 def _place_parent_outputs(app: ShellApp, workdir: Path, task: _tasks.TaskContext) -> None:
@@ -594,25 +329,6 @@ def _place_parent_outputs(app: ShellApp, workdir: Path, task: _tasks.TaskContext
         for pattern in app.parent_outputs:
             for src in sorted(glob.glob(str(parent_dir / pattern))):
                 _place(src, workdir / os.path.basename(src), app.link)
-
-
-def _argv(app: ShellApp, rendered: str, env: Mapping[str, str], workdir: Path,
-          task_id: int) -> list[str]:
-    """The argv to run, after checking that its program exists (no shell) so a missing one
-    is reported by name instead of as an OSError from deep inside subprocess."""
-    if app.needs_shell:
-        return ["/bin/sh", "-c", rendered]
-    argv = shlex.split(rendered)
-    exe = argv[0]
-    if "/" in exe:
-        path = exe if os.path.isabs(exe) else os.path.join(workdir, exe)
-        found = os.path.isfile(path) and os.access(path, os.X_OK)
-    else:
-        found = shutil.which(exe, path=env.get("PATH", os.defpath)) is not None
-    if not found:
-        raise ShellCommandNotFound(exe, rendered, workdir=str(workdir), task_id=task_id,
-                                   path=env.get("PATH", os.defpath))
-    return argv
 
 
 def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
@@ -636,7 +352,7 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
         argv = _argv(app, rendered, env, workdir, task.id)
         if task.mpi:
             # Started on every rank of its placement by the launcher's MPI launcher.
-            from .launcher.mpi_task import command_argv
+            from .launcher.mpi.run import command_argv
 
             argv, env = command_argv(task, argv, env)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -644,7 +360,7 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
         out.write(f"# balsam_futures: task {task.id} started {started} on "
                   f"{socket.gethostname()}: {one_line}\n".encode(errors="replace"))
         out.flush()
-        from .launcher.worker import run_child
+        from .launcher.workers.process import run_child
 
         try:
             # run_child: the command dies with its worker, and with the launcher.

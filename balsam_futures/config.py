@@ -64,6 +64,9 @@ SETTINGS: dict[str, Setting] = {
         # BalsamExecutor created inside a task, which then joins the same store.
         Setting("TASK_ID", None, int, "id of the task this process runs (set by the launcher)",
                 valid=lambda v: v >= 1, accepts="an integer >= 1"),
+        # Set by a per-node agent in each of its workers (launcher/agents/node.py).
+        Setting("AGENT", None, str,
+                "node whose agent started this worker process (set by the agent)"),
     ]
 }
 

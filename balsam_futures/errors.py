@@ -42,6 +42,10 @@ class SchemaMismatch(StoreError):
     """The database belongs to another version of balsam_futures or to another program."""
 
 
+class PostgresServerError(BalsamFuturesError):
+    """The site's PostgreSQL server could not be created, started or stopped."""
+
+
 class PayloadError(BalsamFuturesError, TypeError):
     """A callable, its arguments or its result could not be serialized."""
 
@@ -56,6 +60,12 @@ class SiteError(BalsamFuturesError, OSError):
 
 class LauncherBroken(BalsamFuturesError, BrokenExecutor):
     """The launcher started by this executor died, so its pending futures cannot complete."""
+
+
+class AgentsFailed(BalsamFuturesError, RuntimeError):
+    """A launcher's per-node agents could not be started or connected (their MPI launch
+    failed, exited, or did not report in time); the launcher then runs without them.
+    Internal: the launcher logs it and goes on, so no caller ever sees it raised."""
 
 
 class ExecutorBroken(BalsamFuturesError, BrokenExecutor):

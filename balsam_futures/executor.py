@@ -9,94 +9,55 @@
 
 The executor is thin: it checks arguments, builds TaskSpecs, stores them and hands out
 futures.  Running tasks is the launcher's job (``launcher/``), resolving futures the watcher's
-(``futures.py``), and the store owns every task's state (``backends/``).
+(``futures.py``), and the store owns every task's state (``backends/``).  Its own machinery:
+
+    _dependencies.py   futures among a call's arguments, and depends_on, as dependencies
+    _mapping.py        map(): the call of each task (chunks, shell parameters), results in order
+    _exit.py           interpreter exit and Ctrl-C: stop early, leaving tasks in the store
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures as _cf
 from pathlib import Path
 from typing import Any
 
-from . import config
-from .apps import ShellApp, _run_shell_task, shell_call
-from .backends import SqlStore, open_store
-from .errors import StoreError
+from . import _exit
+from ._dependencies import call_dependencies
+from ._mapping import (  # _process_chunk: stored map tasks name it here
+    MAP_BATCH,
+    _process_chunk,  # noqa: F401
+    map_calls,
+    result_iterator,
+    task_name,
+)
+from .apps import ShellApp, shell_call
+from .backends import LauncherInfo, SqlStore, open_store
 from .futures import BalsamFuture, Registry, Watcher, _mark_cancelled, apply_event
-from .launcher.config import LauncherConfig
-from .launcher.nodes import NodeSpec, discover_nodes
-from .launcher.process import LauncherProcess, worker_python_path
-from .launcher.resources import NodePool
+from .launcher.child import LauncherProcess, worker_python_path
+from .launcher.config import LauncherConfig, local_node
+from .launcher.packing import NodePool
 from .launcher.workers import pack_initializer
 from .query import TaskQuery
-from .serialization import dump_call, dump_callable, swap_futures
-from .sitedir import Site, open_site
+from .serialization import dump_call, dump_callable
+from .sitedir import Site, open_site, resolve_store_url
 from .submission import Submitter
 from .tasks import FINAL, TaskOptions, TaskSpec, TaskState, current_task
 from .validation import choose_name
 
 log = logging.getLogger(__name__)
 
-#: Tasks per transaction in ``map``.  Bounds the memory of one insert and lets the launcher
-#: start on the first chunk while the next one is written.
-MAP_BATCH = 10_000
-
-#: On Ctrl-C: how long to wait for queued submissions to be stored, and for this executor's
-#: own launcher to stop its runs and requeue its tasks (it is killed after that, and its
-#: lease requeues them).  Both take milliseconds normally.
-INTERRUPT_FLUSH_TIMEOUT = 2.0
-INTERRUPT_STOP_TIMEOUT = 3.0
 #: How long shutdown() waits for queued submissions to be stored before giving up (only an
 #: unavailable store takes more than milliseconds).
 SHUTDOWN_FLUSH_TIMEOUT = 60.0
 
-_live_executors: weakref.WeakSet[BalsamExecutor] = weakref.WeakSet()
-_global_shutdown = False
-
-
-def _python_exit() -> None:
-    # As ProcessPoolExecutor does at interpreter exit: wait for submitted work to finish.
-    global _global_shutdown
-    _global_shutdown = True
-    # An executor without its own launcher does not wait: its tasks are in the store and run
-    # under launchers elsewhere; a later process can re-attach to them.
-    # The program is ending on an uncaught Ctrl-C (the interpreter sets sys.last_value before
-    # it runs exit hooks): stop at once, leaving unfinished tasks in the store, instead of
-    # waiting for all of them.
-    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
-    for ex in list(_live_executors):
-        if interrupted:
-            ex._interrupt()
-        if ex._interrupted:
-            continue  # a Ctrl-C already stopped it: its unfinished tasks are in the store
-        try:
-            ex.shutdown(wait=ex._launcher is not None)
-        except KeyboardInterrupt:
-            pass  # shutdown() stopped the executor; exit now
-
-
-threading._register_atexit(_python_exit)
-
-
-def _process_chunk(fn: Callable[..., Any], chunk: list[tuple]) -> list[Any]:
-    """Run one ``map`` chunk in a worker (as ProcessPoolExecutor's _process_chunk)."""
-    return [fn(*args) for args in chunk]
-
-
-def _task_name(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if isinstance(fn, functools.partial):
-        return _task_name(fn.func)
-    return name or type(fn).__name__
+threading._register_atexit(_exit.python_exit)
 
 
 class BalsamExecutor(_cf.Executor):
@@ -178,13 +139,7 @@ class BalsamExecutor(_cf.Executor):
             launcher = inside is None
         if inside is not None and db_url is None and site is None:
             db_url, site = inside.db_url, inside.site
-        if db_url is None:
-            db_url = config.setting("DB_URL")
-        if db_url is None:
-            self._site = open_site(site)
-            db_url = self._site.db_url
-        elif site is not None:
-            self._site = open_site(site)
+        db_url, self._site = resolve_store_url(db_url, site, with_site=site is not None)
         self._db_url = db_url
         self._store: SqlStore = open_store(db_url, listen="events")
 
@@ -205,21 +160,19 @@ class BalsamExecutor(_cf.Executor):
         self._submitter.start()
         self._finisher: threading.Thread | None = None
         self._interrupted = False
-        _live_executors.add(self)
+        _exit.live_executors.add(self)
 
     def _start_launcher(self, init_blob, max_tasks_per_child, gpus,
                         mpi_launcher) -> LauncherProcess:
-        from .backends import LauncherInfo
-
         if gpus is None:
-            gpu_ids = discover_nodes(name="local")[0].gpus
+            gpu_ids = None  # this machine's, detected
         elif isinstance(gpus, int) and not isinstance(gpus, bool):
             if gpus < 0:
                 raise ValueError(f"gpus must be >= 0, got {gpus}")
             gpu_ids = tuple(str(i) for i in range(gpus))
         else:
             gpu_ids = tuple(str(g) for g in gpus)
-        node = NodeSpec("localhost", self._max_workers, gpu_ids)
+        node = local_node(self._max_workers, gpu_ids)
         self._local_nodes = NodePool([node])
         site = self._site or open_site(None)
         cfg = LauncherConfig(
@@ -228,17 +181,12 @@ class BalsamExecutor(_cf.Executor):
             max_tasks_per_child=max_tasks_per_child,
             worker_env={"PYTHONPATH": worker_python_path()},
             site=str(site.path),
-            gpu_ids=gpu_ids,
+            gpu_ids=node.gpus,
             mpi_launcher=mpi_launcher,
         )
         # Register the launcher here, so this executor knows its id; the child heartbeats it.
-        import socket
-
-        cfg.launcher_id = self._store.register_launcher(LauncherInfo(
-            socket.gethostname(), os.getpid(),
-            {"workers": self._max_workers, "started_by": "executor", "job_mode": "serial",
-             "nodes": [{"hostname": node.hostname, "cores": node.cores,
-                        "gpus": list(node.gpus)}]}))
+        cfg.launcher_id = self._store.register_launcher(LauncherInfo.describe(
+            [node], workers=self._max_workers, started_by="executor", job_mode="serial"))
         log_file = site.logs_dir / f"launcher-{cfg.launcher_id}.log"
         return LauncherProcess(self._db_url, cfg, log_file)
 
@@ -276,7 +224,7 @@ class BalsamExecutor(_cf.Executor):
             raise type(err)(*err.args) from err.__cause__
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        if _global_shutdown:
+        if _exit.global_shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def _submit(self, options: TaskOptions, fn, args, kwargs) -> BalsamFuture:
@@ -288,7 +236,7 @@ class BalsamExecutor(_cf.Executor):
             spec = self._shell_spec(options, fn, None, args, kwargs, name)
             return self._store_specs([spec])[0]
         spec = self._make_spec(options, "python", dump_callable(fn), args, kwargs,
-                               choose_name(options.name, _task_name(fn)))
+                               choose_name(options.name, task_name(fn)))
         return self._store_specs([spec])[0]
 
     def _shell_spec(self, options: TaskOptions, app: ShellApp, fn_bytes: bytes | None,
@@ -318,27 +266,9 @@ class BalsamExecutor(_cf.Executor):
                     f"{self._local_nodes.total_gpus} GPU(s)); pass more max_workers or gpus=, "
                     "or create it with launcher=False and run launchers in an allocation "
                     "with enough nodes")
-        args, kwargs, parents = swap_futures(args, kwargs, _is_future, _dependency_id)
-        if options.depends_on:
-            given = [_dependency_id(d) for d in options.depends_on]
-            self._check_parents_exist([d for d in options.depends_on if not _is_future(d)],
-                                      given)
-            parents.extend(given)
+        args, kwargs, parents = call_dependencies(self._store, args, kwargs, options.depends_on)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,
                         parent_id=self._parent_id, depends_on=tuple(parents))
-
-    def _check_parents_exist(self, raw: list[Any], ids: list[int]) -> None:
-        """Task ids given in depends_on must name tasks in the store (futures of this
-        executor do by construction): one read, only for submissions that give ids."""
-        if not raw:
-            return
-        wanted = sorted({d for d in raw})
-        found = {e.task_id for e in self._store.task_outcomes(wanted)}
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            raise ValueError(
-                f"depends_on names task id(s) not in the store {self._store.display_url}: "
-                f"{', '.join(map(str, missing[:10]))}; give futures or ids of stored tasks")
 
     def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
         with self._shutdown_lock:
@@ -373,21 +303,7 @@ class BalsamExecutor(_cf.Executor):
         with self._shutdown_lock:
             self._check_open()
         end_time = None if timeout is None else timeout + time.monotonic()
-        if isinstance(fn, ShellApp):
-            app = fn
-            name = choose_name(options.name or app.name, app.default_name)
-            fn_bytes = dump_callable(_run_shell_task)  # once, not per task
-            chunksize = 1  # one task per command: see the docstring
-            calls = (((), params) for params in _shell_params(app, iterables))
-        elif chunksize == 1:
-            name = choose_name(options.name, _task_name(fn))
-            fn_bytes = dump_callable(fn)
-            calls = ((args, {}) for args in zip(*iterables))
-        else:
-            name = choose_name(options.name, _task_name(fn))
-            fn_bytes = dump_callable(functools.partial(_process_chunk, fn))
-            it = zip(*iterables)
-            calls = (((chunk,), {}) for chunk in iter(lambda: list(itertools.islice(it, chunksize)), []))
+        name, fn_bytes, calls, chunksize = map_calls(options, fn, iterables, chunksize)
         futs: list[BalsamFuture] = []
         while batch := list(itertools.islice(calls, MAP_BATCH)):
             if isinstance(fn, ShellApp):
@@ -397,7 +313,7 @@ class BalsamExecutor(_cf.Executor):
                          for a, k in batch]
             futs.extend(self._store_specs(specs))
         self._submitter.flush()  # map returns once every task is in the store
-        results = _result_iterator(futs, end_time)
+        results = result_iterator(futs, end_time)
         if chunksize == 1:
             return results
         return itertools.chain.from_iterable(results)
@@ -455,31 +371,7 @@ class BalsamExecutor(_cf.Executor):
         """Stop at once on Ctrl-C: store what was submitted (briefly), stop this executor's
         own launcher (its runs are killed and its tasks requeued), stop the threads.  The
         unfinished tasks stay in the store (READY or RESTART_READY) for a later attach()."""
-        with self._shutdown_lock:
-            self._shutdown = True
-            if self._interrupted:
-                return
-            self._interrupted = True
-        if not self._submitter.flush(timeout=INTERRUPT_FLUSH_TIMEOUT):
-            log.error("interrupted: %d submitted task(s) could not be stored in time and are "
-                      "lost", len(self._submitter.queue))
-        self._stopping_launcher = True
-        if self._launcher is not None:
-            self._launcher.stop(timeout=INTERRUPT_STOP_TIMEOUT)
-            try:  # whatever it still held, if it had to be killed
-                self._store.stop_launcher(self._launcher.cfg.launcher_id,
-                                          "the executor that started it was interrupted")
-            except StoreError as exc:
-                log.warning("cannot requeue the launcher's tasks now (its lease will): %s", exc)
-        self._watcher.stop()
-        n = len(self._registry.futures)
-        if n:
-            log.warning("interrupted: %d unfinished task(s) stay in the store %s; attach() "
-                        "to them from another executor", n, self._store.display_url)
-        with self._shutdown_lock:
-            self._finished = True
-        self._store.close()
-        _live_executors.discard(self)
+        _exit.interrupt(self)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
@@ -555,7 +447,7 @@ class BalsamExecutor(_cf.Executor):
         if self._watcher is not threading.current_thread():
             self._watcher.join()
         self._store.close()
-        _live_executors.discard(self)
+        _exit.live_executors.discard(self)
 
     def _mark_broken(self, err: BaseException) -> None:
         with self._shutdown_lock:
@@ -587,61 +479,6 @@ class BalsamExecutor(_cf.Executor):
                 fut.set_exception(err)
             except _cf.InvalidStateError:
                 pass
-
-
-def _shell_params(app: ShellApp, iterables: Sequence[Iterable[Any]]) -> Iterator[dict]:
-    """The parameters of each task of ``map(app, iterable)``: an item is a mapping of them,
-    or the value of the app's only parameter.  Positional values for several parameters
-    are refused rather than matched to them by their order in the command line, which
-    would change meaning when the template is edited."""
-    params = sorted(app.params)
-    example = "map(app, [{" + ", ".join(f"{p!r}: ..." for p in params) + "}, ...])"
-    if len(iterables) != 1:
-        raise TypeError(f"map() of ShellApp {app.default_name!r} takes one iterable, of "
-                        f"mappings of its parameters ({', '.join(params) or 'none'}), not "
-                        f"{len(iterables)}: e.g. {example}")
-    only = params[0] if len(params) == 1 else None
-    for item in iterables[0]:
-        if isinstance(item, Mapping):
-            yield dict(item)
-        elif only is not None:
-            yield {only: item}
-        else:
-            raise TypeError(f"map() of ShellApp {app.default_name!r} takes mappings of its "
-                            f"parameters ({', '.join(params) or 'none'}), not "
-                            f"{type(item).__name__} values: e.g. {example}")
-
-
-def _is_future(value: Any) -> bool:
-    return isinstance(value, BalsamFuture)
-
-
-def _dependency_id(dep: Any) -> int:
-    """The task id of a dependency given as a future or an id."""
-    if isinstance(dep, BalsamFuture):
-        task_id = dep.task_id  # waits until that task is stored
-        if task_id is None:
-            raise ValueError(f"{dep!r} was cancelled before it was stored; nothing can "
-                             "depend on it")
-        return task_id
-    if isinstance(dep, int) and not isinstance(dep, bool):
-        return dep
-    raise TypeError(f"depends_on takes futures or task ids, not {type(dep).__name__}")
-
-
-def _result_iterator(futs: list[BalsamFuture], end_time: float | None) -> Iterator[Any]:
-    # As concurrent.futures._base.Executor.map: yield in order, cancel the rest on close.
-    try:
-        futs.reverse()
-        while futs:
-            fut = futs.pop()
-            if end_time is None:
-                yield fut.result()
-            else:
-                yield fut.result(end_time - time.monotonic())
-    finally:
-        for fut in futs:
-            fut.cancel()
 
 
 class _OptionsView:

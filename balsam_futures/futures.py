@@ -34,6 +34,7 @@ from .errors import (
     TaskKilled,
     WorkerInitError,
 )
+from .launcher.backoff import next_poll
 from .serialization import load_exception, load_result
 from .tasks import TaskState
 
@@ -229,7 +230,7 @@ class Watcher(threading.Thread):
                 # The store announces changes (PostgreSQL NOTIFY): sleep until one comes.
                 self._waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
                 continue
-            poll = POLL_MIN if now - last_activity < ACTIVE_WINDOW else min(poll * 2, POLL_MAX)
+            poll = next_poll(poll, now - last_activity, POLL_MIN, POLL_MAX, ACTIVE_WINDOW)
             if self._waker.wait(poll):
                 last_activity = time.monotonic()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import validation
 from .backends import SqlStore, open_store
-from .backends.queries import QUERY_COLUMNS, QUERY_OPS
+from .backends.statements import QUERY_COLUMNS, QUERY_OPS
 from .tasks import FINAL, HELD, TRANSITIONS, Resources, TaskOptions, TaskState, parse_state
 
 #: Fields ``update`` may set besides ``state``.

@@ -2,7 +2,7 @@
 
     python benchmarks/packing.py [--nodes 512] [--gpu-tasks 12000] [--mpi-tasks 400] [--seed 1]
 
-A discrete-event simulation drives the real ``NodePool`` (balsam_futures/launcher/resources.py)
+A discrete-event simulation drives the real ``NodePool`` (balsam_futures/launcher/packing.py)
 with a mixed workload: MPI tasks of 1 to 64 whole nodes and one-GPU tasks, of varied
 durations, all queued at the start in a random order.  Two policies place them:
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from balsam_futures import Resources  # noqa: E402
 from balsam_futures.launcher.nodes import NodeSpec  # noqa: E402
-from balsam_futures.launcher.resources import NodePool  # noqa: E402
+from balsam_futures.launcher.packing import NodePool  # noqa: E402
 
 MPI_SIZES = (1, 2, 4, 8, 16, 32, 64)
 

@@ -22,3 +22,11 @@ def sleep_task(seconds):
     """Sleep ``seconds`` and return it."""
     time.sleep(seconds)
     return seconds
+
+
+def run_command(argv):
+    """Run ``argv`` with ``subprocess.run`` and return its exit code (the shell-task workload
+    for executors without shell tasks of their own)."""
+    import subprocess  # here, not at the top: only this workload pays for the import
+
+    return subprocess.run(argv).returncode

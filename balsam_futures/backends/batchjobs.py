@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import queries as q
+from . import statements as q
 
 _JSON_COLUMNS = ("filter_tags", "options", "status_info")
 

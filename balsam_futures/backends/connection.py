@@ -4,7 +4,7 @@ DBAPI connection, with the hooks a dialect module overrides.
 The hot paths (submit, claim, record, read events) skip SQLAlchemy's per-execution work and
 run the compiled text directly on a DBAPI cursor: measured on SQLite, one submit took 310 us
 through ``engine.begin()`` + Core and 52 us this way.  The statements themselves are still
-built by the named functions in ``queries.py`` and compiled by the engine's own dialect.
+built by the named functions in ``statements/`` and compiled by the engine's own dialect.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..tasks import TaskState
-from . import queries as q
+from . import statements as q
 
 #: Rows per statement in bulk writes.  Larger batches mean fewer round trips but longer write
 #: locks; SQLite holds its one writer lock for the whole batch.
@@ -29,13 +29,8 @@ BULK_CHUNK = 5000
 
 
 class RawStatement:
-    """A statement from ``queries.py`` compiled once for one dialect, run on a DBAPI cursor.
-
-    The hot paths (submit, claim, record, read events) skip SQLAlchemy's per-execution work
-    and run the compiled text directly: measured on SQLite, one submit took 310 us through
-    ``engine.begin()`` + Core and 52 us this way.  The statements themselves are still built by
-    the named functions in ``queries.py``, and compiled by the engine's own dialect.
-    """
+    """A statement from ``statements/`` compiled once for one dialect, run on a DBAPI cursor
+    (why: see the module docstring)."""
 
     def __init__(self, stmt: Any, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..tasks import TaskState
-from . import queries as q
+from . import statements as q
 
 _PARENT_FAILED = frozenset(s.value for s in (TaskState.FAILED, TaskState.KILLED,
                                              TaskState.CANCELLED))

@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BalsamFuturesError
+from ..errors import PostgresServerError
 
 DB_USER = "balsam"
 DB_NAME = "balsam"
@@ -53,10 +53,6 @@ def _evidence(log: str) -> str:
     lines = [line.strip() for line in log.splitlines()
              if any(word in line for word in ("FATAL", "ERROR", "PANIC", "HINT", "in use"))]
     return " | ".join(lines)[-1500:] or "(nothing logged)"
-
-
-class PostgresServerError(BalsamFuturesError):
-    """The site's PostgreSQL server could not be created, started or stopped."""
 
 
 def _free_port() -> int:

@@ -29,8 +29,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from ..errors import StoreUnavailable
-from . import queries as q
 from . import redact_url
+from . import statements as q
 from .base import ClaimOffer, SqlStore
 
 #: Rows per round trip in bulk statements.
@@ -154,7 +154,7 @@ class PostgresStore(SqlStore):
         # Resource-aware: usually every task claimed fits (one statement, as above).  If some
         # do not, give those back at once and look further down the queue for ones that do
         # (SELECT ... FOR UPDATE SKIP LOCKED, fit, UPDATE), so small tasks backfill.
-        from .base import _ClaimRow
+        from .launcher_ops import _ClaimRow
 
         keep = set(offer.fit([_ClaimRow(r) for r in rows]))
         if len(keep) == len(rows):

@@ -116,7 +116,7 @@ class SqliteStore(SqlStore):
                 if time.monotonic() - asked > BLOCKED_S:
                     # Another writer held the lock this long (paused, or a huge batch): no
                     # launcher could renew its lease meanwhile.  Say so, so that lease sweeps
-                    # count leases from now (see queries._alive).
+                    # count leases from now (see statements/leases.py, _alive).
                     self._exec(cur, "mark_blocked", {"now_text": repr(self.clock())})
                 yield cur
         finally:

@@ -61,7 +61,7 @@ class TaskOutcome:
     return_code: int | None = None
     message: str = ""
     #: Where and when it ran, for the execution profile (``bf_runs``): hosts, gpus, cores,
-    #: share (see ``launcher.resources.Placement.as_record``), started_at, ended_at (epoch s).
+    #: share (see ``launcher.packing.Placement.as_record``), started_at, ended_at (epoch s).
     run: dict[str, Any] | None = None
 
 
@@ -101,6 +101,9 @@ class TaskEvent:
 
 @dataclass
 class LauncherInfo:
+    """A launcher as it registers: where it runs, and what it has (``info``: its nodes,
+    workers, mode...; ``balsam-futures launchers`` and the execution profile show it)."""
+
     hostname: str
     pid: int
     info: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +111,20 @@ class LauncherInfo:
     #: Its lease in seconds (None: BALSAM_FUTURES_LEASE_SECONDS), stored with it: it is
     #: presumed dead, and its tasks requeued, once silent for this long.
     lease_s: float | None = None
+
+    @classmethod
+    def describe(cls, nodes: Sequence[Any], *, batch_job_id: int | None = None,
+                 lease_s: float | None = None, **details: Any) -> LauncherInfo:
+        """The record of a launcher run by this process on ``nodes`` (each with ``hostname``,
+        ``cores`` and ``gpus``, as ``launcher.nodes.NodeSpec``): ``info`` holds ``details``
+        (workers, job_mode...) in the order given, then the nodes."""
+        import os
+        import socket
+
+        info = {**details, "nodes": [{"hostname": n.hostname, "cores": n.cores,
+                                      "gpus": list(n.gpus)} for n in nodes]}
+        return cls(socket.gethostname(), os.getpid(), info, batch_job_id=batch_job_id,
+                   lease_s=lease_s)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, n
              batch_job_id, agents) -> None:
     """Start a launcher here: claim tasks from the store and run them until stopped."""
     from ..launcher.allocation import default_workers, find_allocation
-    from ..launcher.pilot import LauncherConfig, run_launcher
+    from ..launcher.config import LauncherConfig
+    from ..launcher.pilot import run_launcher
     from ..sitedir import resolve_store_url
 
     # First, so that a refused shape (--nodes on a batch system's nodes) creates no site.

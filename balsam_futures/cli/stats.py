@@ -23,7 +23,7 @@ from .main import main
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def stats_cmd(site, db_url, since, bins, plot_path, as_json) -> None:
     """Throughput, node and GPU utilization, and task counts by state."""
-    from ..profile import plot_profile, store_profile
+    from ..utilization import plot_profile, store_profile
 
     start = time.time() - since if since is not None else None
     with open_tasks(site, db_url) as q:

@@ -49,7 +49,7 @@ class LauncherConfig:
     wall_time_min: float | None = None
     batch_job_id: int | None = None
     #: Per-node agents with warm workers for one-rank runs on the nodes other than the
-    #: head's (serial mode; agents.py).  None: on for a batch system's nodes, off for the
+    #: head's (serial mode; agents/).  None: on for a batch system's nodes, off for the
     #: local platform's virtual nodes.
     agents: bool | None = None
 
@@ -70,3 +70,13 @@ class LauncherConfig:
             return None
         wall = self.wall_time_min * 60
         return wall - min(WALL_TIME_GRACE_S, WALL_TIME_GRACE_FRACTION * wall)
+
+
+def local_node(cores: int, gpu_ids: Sequence[str] | None = None) -> NodeSpec:
+    """This machine as one node of ``cores`` cores and ``gpu_ids`` (None: its own GPUs,
+    detected): the node of an executor's own launcher, and of a launcher given no ``nodes``."""
+    if gpu_ids is None:
+        from .nodes import discover_nodes
+
+        gpu_ids = discover_nodes(name="local")[0].gpus
+    return NodeSpec("localhost", cores, tuple(gpu_ids))

@@ -28,6 +28,7 @@ from ..backends.store import ClaimOffer, LauncherStore, TaskOutcome
 from ..errors import LauncherFenced, StoreError, StoreRejected
 from ..serialization import dump_exception
 from ..tasks import TaskState
+from .backoff import back_off, next_poll
 
 if TYPE_CHECKING:
     from .pilot import Pilot
@@ -200,7 +201,7 @@ class StoreLoop:
                 self.failing_since = attempt_at
             log.warning("store unavailable, retrying in %.1f s: %s", self.retry, exc)
             self.sleep(self.retry)
-            self.retry = min(self.retry * 2, RETRY_MAX)
+            self.retry = back_off(self.retry, RETRY_MAX)
             return True
         if stopping and not handoff.pending_outcomes():
             return False
@@ -277,7 +278,7 @@ class StoreLoop:
         """Sleep until the next pass: short while active, longer when quiet, or until the
         store announces a change (PostgreSQL NOTIFY)."""
         quiet = self.clock() - self.last_activity
-        self.poll = POLL_MIN if quiet < ACTIVE_WINDOW else min(self.poll * 2, POLL_MAX)
+        self.poll = next_poll(self.poll, quiet, POLL_MIN, POLL_MAX, ACTIVE_WINDOW)
         if self.handoff.pending_outcomes() or self.pilot.stop_reason is not None:
             return
         # Asked each time: after an outage the store listens on a new connection.

@@ -21,7 +21,7 @@ the launcher's tasks back and raises ``LauncherFenced``: the launcher claims not
 kills its runs and exits; outcomes it still held are refused.
 
 This module is the wiring: it reads the configuration (config.py), finds the nodes, registers
-the launcher, starts the worker pool (workers.py) and the agents (agents.py: in serial mode
+the launcher, starts the worker pool (workers/) and the agents (agents/: in serial mode
 with several nodes, one MPI launch starts an agent with warm workers on each node but the
 head's), runs the two threads, and on the way out stops the runs and gives back what it
 still holds.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 from .. import config
 from ..backends import LauncherInfo, LauncherStore, open_store
 from .agents import AgentPool
-from .config import JOB_MODES, LauncherConfig
+from .config import LauncherConfig, local_node
 from .control import StoreLoop
 from .dispatch import Dispatcher
 from .handoff import Handoff
@@ -48,7 +47,7 @@ from .nodes import NodeSpec, this_node_name
 from .placement import Placer
 from .workers import WorkerPool
 
-__all__ = ["JOB_MODES", "LauncherConfig", "Pilot", "run_launcher"]
+__all__ = ["Pilot", "run_launcher"]
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +106,7 @@ class Pilot:
     def _node_specs(self) -> list[NodeSpec]:
         if self.cfg.nodes is not None:
             return list(self.cfg.nodes)
-        gpus = self.cfg.gpu_ids
-        if gpus is None:
-            from .nodes import discover_nodes
-
-            gpus = discover_nodes(name="local")[0].gpus
-        return [NodeSpec("localhost", self.cfg.num_workers, tuple(gpus))]
+        return [local_node(self.cfg.num_workers, self.cfg.gpu_ids)]
 
     def _mpi_launcher_name(self) -> str:
         if self.cfg.mpi_launcher:
@@ -137,14 +131,11 @@ class Pilot:
     def _register(self, store: LauncherStore, specs: list[NodeSpec], mpi_name: str) -> int:
         if self.cfg.launcher_id is not None:  # registered by the executor that started it
             return self.cfg.launcher_id
-        return store.register_launcher(LauncherInfo(
-            socket.gethostname(), os.getpid(),
-            {"workers": self.cfg.num_workers, "tags": dict(self.cfg.tags),
-             "job_mode": self.cfg.job_mode, "mpi_launcher": mpi_name,
-             "wall_time_min": self.cfg.wall_time_min,
-             "nodes": [{"hostname": n.hostname, "cores": n.cores, "gpus": list(n.gpus)}
-                       for n in specs]},
-            batch_job_id=self.cfg.batch_job_id, lease_s=self.lease))
+        return store.register_launcher(LauncherInfo.describe(
+            specs, workers=self.cfg.num_workers, tags=dict(self.cfg.tags),
+            job_mode=self.cfg.job_mode, mpi_launcher=mpi_name,
+            wall_time_min=self.cfg.wall_time_min, batch_job_id=self.cfg.batch_job_id,
+            lease_s=self.lease))
 
     def run(self) -> int:
         """Run until stopped; returns the number of tasks finished."""

@@ -4,7 +4,7 @@
     dispatcher:   backlog ──place_backlog──> NodePool.place ──plan──> a worker or an agent
                   run ended ──ended──> placement released, where and when it ran recorded
 
-The launcher's nodes are a ``NodePool`` (resources.py).  A claim is resource-aware: inside the
+The launcher's nodes are a ``NodePool`` (packing.py).  A claim is resource-aware: inside the
 claim transaction ``fit`` says which candidates fit what is free (plus a short backlog for
 tiny tasks), so a launcher never holds work it has no room for; a task that can never fit
 here is left for others with a warning, and one whose row cannot run at all (resources edited
@@ -32,7 +32,7 @@ from ..serialization import dump_exception
 from ..tasks import Resources, TaskState
 from .config import LauncherConfig
 from .nodes import NodeSpec
-from .resources import NodePool, Placement
+from .packing import NodePool, Placement
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text, update
 
 from balsam_futures.backends import ClaimOffer, LauncherInfo, SqlStore, TaskOutcome, open_store
-from balsam_futures.backends import queries as q
+from balsam_futures.backends import statements as q
 from balsam_futures.backends.migrations import SCHEMA_VERSION
 from balsam_futures.backends.schema import meta
 from balsam_futures.errors import SchemaMismatch
@@ -165,7 +165,7 @@ class TestCreate:
         assert row["state"] == "READY"
 
     def test_ids_are_never_reused_after_delete(self, store):
-        # The store has no delete method; the named statement in queries.py is how an
+        # The store has no delete method; the named statement in statements/ is how an
         # administrator would remove rows.
         ids = add(store, 5)
         with store.engine.begin() as conn:

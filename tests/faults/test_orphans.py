@@ -23,7 +23,7 @@ import pytest
 from processes import alive, wait_for_file
 
 from balsam_futures import BalsamExecutor, Resources, ShellApp
-from balsam_futures.launcher.workers import _WORKER_CODE
+from balsam_futures.launcher.workers.pool import _WORKER_CODE
 from balsam_futures.serialization import dump_call, dump_callable
 
 pytestmark = pytest.mark.timeout(90)
@@ -74,7 +74,7 @@ def descendants(pid: int) -> set[int]:
 
 
 def start_launcher(site, *args):
-    from balsam_futures.launcher.process import worker_python_path
+    from balsam_futures.launcher.child import worker_python_path
 
     # The tasks are functions of this module: the workers import it through PYTHONPATH.
     with open(Path(site).parent / "launcher.log", "ab") as log:
@@ -154,7 +154,7 @@ def test_a_killed_launcher_takes_its_workers_and_what_they_run_along(executor, t
 def test_a_worker_stops_mid_task_when_its_socket_closes(tmp_path):
     """This test plays the launcher, alive, and closes its end of the socket: no parent-death
     signal, only the worker's watcher thread can see it while the task runs."""
-    from balsam_futures.launcher.process import worker_python_path
+    from balsam_futures.launcher.child import worker_python_path
 
     head, end = socket.socketpair()
     worker = subprocess.Popen(
@@ -252,7 +252,7 @@ def test_a_killed_agent_takes_its_workers_and_what_they_run_along(executor, tmp_
             assert time.monotonic() < deadline, "the tasks never started"
             time.sleep(0.02)
         agent = next(p for p in descendants(head.pid)
-                     if command_of(p).endswith("-m balsam_futures.launcher.agent"))
+                     if command_of(p).endswith("-m balsam_futures.launcher.agents.node"))
         kill_and_check(_Process(agent), set())
     finally:
         head.terminate()

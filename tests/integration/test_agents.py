@@ -51,7 +51,7 @@ def noop():
 
 
 def start_launcher(site, *args, nodes=3, gpus=0):
-    from balsam_futures.launcher.process import worker_python_path
+    from balsam_futures.launcher.child import worker_python_path
 
     # The tasks' functions live in this test module: the workers must be able to import it.
     return subprocess.Popen(
@@ -115,7 +115,7 @@ def test_runs_on_other_nodes_go_to_their_agents_with_their_gpus_and_stop_with_th
         else:
             assert seen["agent"] == node
             assert seen["ppid"] != launcher.pid
-            assert "balsam_futures.launcher.agent" in seen["parent"]
+            assert "balsam_futures.launcher.agents.node" in seen["parent"]
             agent_pids.add(seen["ppid"])
     # One agent process per node, each with its own two GPUs handed out without sharing.
     assert len(agent_pids) == 2
@@ -244,8 +244,8 @@ def test_without_a_working_mpi_launcher_the_launcher_runs_without_agents(site_di
 
 
 def test_agent_workers_do_not_inherit_the_agents_rank_variables():
-    from balsam_futures.launcher.agent import worker_environ
-    from balsam_futures.launcher.agents import AgentSetup
+    from balsam_futures.launcher.agents.node import worker_environ
+    from balsam_futures.launcher.agents.protocol import AgentSetup
 
     setup = AgentSetup("nid0002", 4, ("0",), 1, None, None, {"MY_VAR": "1"}, {})
     env = worker_environ({"PMI_RANK": "1", "PMI_FD": "9", "MPI_LOCALRANKID": "0",

@@ -20,7 +20,7 @@ def sleep_then_return(seconds):
 
 
 def test_wall_time_stops_runs_as_run_timeout_and_requeues_them(site_dir):
-    from balsam_futures.launcher.process import worker_python_path
+    from balsam_futures.launcher.child import worker_python_path
 
     with BalsamExecutor(site=site_dir, launcher=False) as ex:
         long_run = ex.submit(sleep_then_return, 120)
@@ -50,7 +50,7 @@ def test_wall_time_stops_runs_as_run_timeout_and_requeues_them(site_dir):
 
 
 def test_sigterm_stops_runs_as_run_timeout_and_requeues_them(site_dir):
-    from balsam_futures.launcher.process import worker_python_path
+    from balsam_futures.launcher.child import worker_python_path
 
     with BalsamExecutor(site=site_dir, launcher=False) as ex:
         long_run = ex.submit(sleep_then_return, 120)

@@ -120,7 +120,7 @@ def where_am_i():
 
 
 def start_launcher(site, *args):
-    from balsam_futures.launcher.process import worker_python_path
+    from balsam_futures.launcher.child import worker_python_path
 
     # The tasks' functions live in this test module: the ranks must be able to import it.
     return subprocess.Popen(

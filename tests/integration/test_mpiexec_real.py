@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from balsam_futures.launcher.gpus import DEVICE_VARIABLES
 from balsam_futures.launcher.mpi import RankLayout
-from balsam_futures.launcher.mpi.gpu_affinity import DEVICE_VARIABLES, LOCAL_RANK_VARIABLES
 from balsam_futures.launcher.mpi.mpich import MpichLauncher
+from balsam_futures.launcher.mpi.rank_variables import LOCAL_RANK_VARIABLES
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(60)]
 

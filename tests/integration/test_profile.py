@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from balsam_futures import Resources
 from balsam_futures.cli import main
-from balsam_futures.profile import build_profile
+from balsam_futures.utilization import build_profile
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -23,7 +23,8 @@ from balsam_futures import (
     TaskFailed,
 )
 from balsam_futures import tasks as _tasks
-from balsam_futures.apps import _run_shell_task, _safe_name, _tail, shell_call
+from balsam_futures._shell_run import _safe_name, _tail
+from balsam_futures.apps import _run_shell_task, shell_call
 from balsam_futures.serialization import dump_callable, dump_exception, load_exception
 
 pytestmark = pytest.mark.timeout(30)

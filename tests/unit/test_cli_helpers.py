@@ -134,7 +134,7 @@ def test_histories_are_history_of_each_task_in_one_query(store, monkeypatch):
 def test_histories_of_more_tasks_than_a_statement_takes(store, monkeypatch):
     from balsam_futures.backends import connection
 
-    monkeypatch.setattr("balsam_futures.backends.querying.BULK_CHUNK", 2)
+    monkeypatch.setattr("balsam_futures.backends.task_queries.BULK_CHUNK", 2)
     failed, _ready = _tasks_with_history(store, 5, 0)
     assert connection.BULK_CHUNK > 2
     assert store.histories(failed) == {i: store.history(i) for i in failed}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from balsam_futures.launcher import gpus
 from balsam_futures.launcher.mpi import RankLayout, detect_launcher, gpu_affinity, launcher_class
 from balsam_futures.launcher.mpi.aprun import AprunLauncher
 from balsam_futures.launcher.mpi.flux import FluxLauncher
 from balsam_futures.launcher.mpi.mpich import MpichLauncher
 from balsam_futures.launcher.mpi.openmpi import OpenMpiLauncher
 from balsam_futures.launcher.mpi.pals import PalsLauncher
+from balsam_futures.launcher.mpi.rank_variables import LOCAL_RANK_VARIABLES
 from balsam_futures.launcher.mpi.srun import SrunLauncher
 
 pytestmark = pytest.mark.timeout(30)
@@ -282,7 +284,7 @@ def test_detect_launcher_explicit_name_wins():
 ])
 def test_affinity_env_picks_local_rank_slice(environ, expected):
     out = gpu_affinity.affinity_env(environ, ["3,2,1,0"], 1, "x3001c0s13b0n0")
-    assert out == dict.fromkeys(gpu_affinity.DEVICE_VARIABLES, expected)
+    assert out == dict.fromkeys(gpus.DEVICE_VARIABLES, expected)
 
 
 def test_affinity_env_two_per_rank_and_per_host_ids():
@@ -304,7 +306,7 @@ def test_affinity_env_errors(environ, specs, host, message):
 
 
 def test_wrapper_main_reports_errors_without_exec(monkeypatch, capsys):
-    for name in gpu_affinity.LOCAL_RANK_VARIABLES:
+    for name in LOCAL_RANK_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert gpu_affinity.main(["--ids", "0", "--", "true"]) == 2
     assert "local rank" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 
 from balsam_futures import Resources
 from balsam_futures.launcher.nodes import NodeSpec
-from balsam_futures.launcher.resources import NodePool
+from balsam_futures.launcher.packing import NodePool
 
 pytestmark = pytest.mark.timeout(30)
 

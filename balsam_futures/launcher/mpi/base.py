@@ -2,6 +2,7 @@
 
     RankLayout (hosts, ranks per node, threads, GPUs)  --argv()-->  list[str] for Popen
                                                         --env()-->   variables to merge into env=
+    environ, name  --detect_launcher()-->  the MpiLauncher (locate=True: its program found too)
 
 Each launcher is one file named after its registry key (``mpich.py`` holds ``MpichLauncher``) and
 is a pure function of its inputs: no subprocess, no ``os.environ``, no file access. The caller
@@ -13,12 +14,15 @@ through the launcher's own flag to ranks on other hosts.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shutil
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from ...errors import MpiLaunchError
 
 # Registry key -> class name; the key is also the module name under launcher/mpi/. Modules are
 # imported on first use so that importing balsam_futures checks nothing about the machine.
@@ -170,9 +174,12 @@ def launcher_class(name: str) -> type[MpiLauncher]:
     return getattr(module, _LAUNCHERS[name])
 
 
-def detect_launcher(environ: Mapping[str, str], which: Callable[[str], str | None] = shutil.which,
-                    name: str | None = None) -> MpiLauncher:
-    """The launcher for this allocation: ``name`` if given, else chosen from the environment.
+def detect_launcher(environ: Mapping[str, str], which: Callable[..., str | None] = shutil.which,
+                    name: str | None = None, *, locate: bool = False,
+                    task_id: int | None = None) -> MpiLauncher:
+    """The launcher for this allocation: ``name`` if given, else chosen from the environment;
+    with ``locate``, its program found now as well (``MpiLaunchError`` if it is not there,
+    naming task ``task_id`` as the one that needs it, if given).
 
     The one place that guesses. The batch system is the one ``launcher.nodes`` detects (the
     only code that reads the schedulers' variables): a flux instance wins, since flux may
@@ -192,4 +199,36 @@ def detect_launcher(environ: Mapping[str, str], which: Callable[[str], str | Non
             name = "aprun"
         else:
             name = "mpich"
-    return launcher_class(name)()
+    launcher = launcher_class(name)()
+    if locate:
+        _locate(launcher, environ, which, task_id)
+    return launcher
+
+
+def _locate(launcher: MpiLauncher, environ: Mapping[str, str], which: Callable[..., str | None],
+            task_id: int | None) -> None:
+    """Set ``launcher.executable`` to the full path of its program.
+
+    For MPICH, one installed beside the interpreter wins (the mpich wheel's mpiexec in a
+    virtual environment, which need not be activated).  Then the launcher's own names on
+    ``environ``'s PATH, most specific first, since a plain ``mpiexec`` or ``mpirun`` may be
+    another MPI's (Open MPI's, Slurm's wrapper) or the wheel's.
+    """
+    here = os.path.dirname(sys.executable)
+    beside = os.path.join(here, launcher.executable)
+    if launcher.name == "mpich" and os.access(beside, os.X_OK):
+        launcher.executable = beside
+        return
+    # The interpreter's own bin directory holds the mpich wheel's programs: not this MPI's.
+    path = os.pathsep.join(p for p in environ.get("PATH", os.defpath).split(os.pathsep)
+                           if os.path.abspath(p or ".") != here)
+    for program in launcher.search_names or (launcher.executable,):
+        found = which(program, path=path)
+        if found is not None:
+            launcher.executable = found
+            return
+    who = f"task {task_id} needs" if task_id is not None else "this launcher needs"
+    raise MpiLaunchError(
+        f"{who} the MPI launcher {launcher.executable!r} ({launcher.name}), which is not on "
+        "PATH; install it (pip install mpich for MPICH) or start the launcher with "
+        "--mpi-launcher naming the one this system has", task_id=task_id)

@@ -4,9 +4,11 @@
     python -m ... --per-rank G --ids host1=0,1 --ids host2=2,3 -- cmd...
 
 The MPI launcher starts this once per rank. It reads the rank's index on its node from the
-variable its launcher sets, takes ``ids[local_rank * G : (local_rank + 1) * G]``, exports that
-as CUDA_VISIBLE_DEVICES (NVIDIA), ZE_AFFINITY_MASK (Intel Level Zero) and ROCR_VISIBLE_DEVICES
-(AMD), and exec's the command, so the command keeps this process id and gets its signals.
+variable its launcher sets (``rank_variables.py``), takes
+``ids[local_rank * G : (local_rank + 1) * G]``, exports that as each of ``launcher/gpus.py``'s
+DEVICE_VARIABLES (CUDA_VISIBLE_DEVICES for NVIDIA, ZE_AFFINITY_MASK for Intel Level Zero,
+ROCR_VISIBLE_DEVICES for AMD), and exec's the command, so the command keeps this process id
+and gets its signals.
 The Python form of ALCF's set_affinity_gpu_polaris.sh:
 https://docs.alcf.anl.gov/polaris/running-jobs/using-gpus/#binding-mpi-ranks-to-gpus
 """
@@ -19,21 +21,8 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
-# Where each launcher puts the node-local rank, first match wins. PMI_LOCAL_RANK: PALS and Cray
-# MPICH (what the ALCF script reads); PALS_LOCAL_RANKID: PALS; OMPI_COMM_WORLD_LOCAL_RANK: Open
-# MPI; MPI_LOCALRANKID: MPICH hydra; SLURM_LOCALID / FLUX_TASK_LOCAL_ID: srun / flux.
-LOCAL_RANK_VARIABLES = ("PMI_LOCAL_RANK", "PALS_LOCAL_RANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
-                        "MPI_LOCALRANKID", "SLURM_LOCALID", "FLUX_TASK_LOCAL_ID")
-DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "ROCR_VISIBLE_DEVICES")
-
-
-def local_rank(environ: Mapping[str, str]) -> int:
-    for name in LOCAL_RANK_VARIABLES:
-        value = environ.get(name)
-        if value not in (None, ""):
-            return int(value)
-    raise RuntimeError("no node-local rank variable is set (looked for "
-                       f"{', '.join(LOCAL_RANK_VARIABLES)}); run this under an MPI launcher")
+from ..gpus import rank_gpu_env
+from .rank_variables import local_rank
 
 
 def ids_for_host(id_specs: Sequence[str], hostname: str) -> list[str]:
@@ -48,20 +37,10 @@ def ids_for_host(id_specs: Sequence[str], hostname: str) -> list[str]:
     raise RuntimeError(f"no --ids entry for host {hostname!r} in {list(id_specs)}")
 
 
-def rank_devices(ids: Sequence[str], rank: int, per_rank: int) -> list[str]:
-    chosen = list(ids[rank * per_rank:(rank + 1) * per_rank])
-    if len(chosen) < per_rank:
-        raise RuntimeError(f"local rank {rank} needs GPUs {rank * per_rank}.."
-                           f"{(rank + 1) * per_rank - 1} of {list(ids)}, which has {len(ids)}")
-    return chosen
-
-
 def affinity_env(environ: Mapping[str, str], id_specs: Sequence[str], per_rank: int,
                  hostname: str) -> dict[str, str]:
     """The variables to set for this rank (pure, for tests)."""
-    devices = ",".join(rank_devices(ids_for_host(id_specs, hostname), local_rank(environ),
-                                    per_rank))
-    return dict.fromkeys(DEVICE_VARIABLES, devices)
+    return rank_gpu_env(ids_for_host(id_specs, hostname), local_rank(environ), per_rank)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

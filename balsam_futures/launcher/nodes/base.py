@@ -21,8 +21,8 @@ Shape rules shared by every system (explicit arguments win over the environment)
   documented fallback;
 - GPUs: ``gpus_per_node`` if given (ids ``"0"`` to ``"n-1"``), else the ids in the first of
   ``CUDA_VISIBLE_DEVICES``, ``ROCR_VISIBLE_DEVICES``, ``HIP_VISIBLE_DEVICES``,
-  ``ZE_AFFINITY_MASK`` that is set (the launcher's own node; allocations are taken to be
-  homogeneous), else the system's own hint, else none.
+  ``ZE_AFFINITY_MASK`` that is set (``launcher/gpus.py``: the launcher's own node; allocations
+  are taken to be homogeneous), else the system's own hint, else none.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from ..gpus import visible_gpu_ids
 
 #: ``runner(argv) -> stdout``; raises ``subprocess.CalledProcessError`` (argv, return code,
 #: stdout, stderr) on failure and ``OSError`` when the program is missing.
@@ -58,13 +60,6 @@ _CLASS_NAMES = {
     "lsf": "LSFNodes",
     "local": "LocalNodes",
 }
-
-# Values that mean "no GPUs" in a *_VISIBLE_DEVICES variable: old Slurm sets
-# CUDA_VISIBLE_DEVICES=NoDevFiles in jobs without GPUs, and an empty value hides every GPU.
-_NO_DEVICES = frozenset({"", "NoDevFiles"})
-VISIBLE_DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                            "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
-
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -234,21 +229,6 @@ def count_slots(hosts: Iterable[str]) -> dict[str, int]:
     for host in hosts:
         slots[host] = slots.get(host, 0) + 1
     return slots
-
-
-def visible_gpu_ids(environ: Mapping[str, str]) -> tuple[str, ...] | None:
-    """GPU ids from the first ``*_VISIBLE_DEVICES``/``ZE_AFFINITY_MASK`` set, else None."""
-    for variable in VISIBLE_DEVICE_VARIABLES:
-        if variable not in environ:
-            continue
-        value = environ[variable].strip()
-        if value in _NO_DEVICES:
-            return ()
-        ids = tuple(part.strip() for part in value.split(","))
-        if not all(ids):
-            raise ValueError(f"{variable}={value!r} has an empty GPU id")
-        return ids
-    return None
 
 
 def gpu_ids_for(environ: Mapping[str, str], gpus_per_node: int | None) -> tuple[str, ...] | None:

@@ -1,7 +1,7 @@
 """A warm worker process: imports once, then runs Python tasks sent by its launcher.
 
-    launcher (workers.py)                 worker (this module)
-    ---------------------                 --------------------
+    launcher (pool.py)                    worker (this module)
+    ------------------                    --------------------
     socketpair + Popen                    Connection(fd)
     send(init)             ---- init -->  run initializer once
     send((id, payload))    ---- task -->  fn(*args, **kwargs)
@@ -22,6 +22,7 @@ run its task beside the requeued copy, in the same working directory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -33,13 +34,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
-from .. import tasks as _tasks
-from ..errors import WorkerInitError
-from ..serialization import (
+from ... import tasks as _tasks
+from ...errors import WorkerInitError
+from ...serialization import (
     CallLoader,
     dump_exception,
     dump_result,
@@ -89,7 +90,7 @@ def set_parent_death_signal(sig: int) -> bool:
     """Have the kernel send ``sig`` to this process when its parent dies (prctl(2),
     PR_SET_PDEATHSIG); False where it cannot.
 
-    The signal comes when the *thread* that started this process exits: workers.py starts
+    The signal comes when the *thread* that started this process exits: pool.py starts
     workers from the launcher's dispatcher, its main thread, which lives as long as the
     launcher (an agent's from the agent's main thread).  It is kept across execve(2), except
     of a set-user-ID program, and cleared in children, which ask for their own (run_child).
@@ -142,7 +143,7 @@ def _orphaned(why: str) -> None:
             mpi = [pid for pid in mpi if not _exited(pid)]
     finally:
         _signal_children(signal.SIGKILL)  # wherever they are, should they have left the group
-        # workers.py starts each worker as the leader of its own process group, which holds
+        # pool.py starts each worker as the leader of its own process group, which holds
         # what its task started (MPI launchers put their proxies and ranks in sessions of
         # their own: those stop with their launcher).  Never another process's group.
         if _pids is not None and os.getpgrp() == _pids[1]:
@@ -201,6 +202,14 @@ def _dies_with(parent: int, sig: int) -> Callable[[], None]:
     return preexec
 
 
+def dies_with_this_process(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when this process
+    (the thread that starts it, see set_parent_death_signal) dies; None where prctl(2) is
+    missing.  A ``preexec_fn`` makes subprocess fork rather than vfork."""
+    # _prctl is looked up here: loading a library in the forked child could deadlock.
+    return _dies_with(os.getpid(), sig) if _prctl() is not None else None
+
+
 def run_child(argv: Sequence[str], *, mpi: bool = False, **popen: Any) -> int:
     """Run a task's command to its end (``popen`` as for ``subprocess.run``); its exit code.
 
@@ -210,9 +219,7 @@ def run_child(argv: Sequence[str], *, mpi: bool = False, **popen: Any) -> int:
     ``preexec_fn`` makes subprocess fork rather than vfork: milliseconds for a worker with a
     large heap, against a command that would outlive a killed worker.
     """
-    sig = signal.SIGTERM if mpi else signal.SIGKILL
-    # _prctl is looked up here: loading a library in the forked child could deadlock.
-    preexec = _dies_with(os.getpid(), sig) if _prctl() is not None else None
+    preexec = dies_with_this_process(signal.SIGTERM if mpi else signal.SIGKILL)
     proc = subprocess.Popen(list(argv), preexec_fn=preexec, **popen)
     _children[proc] = mpi
     try:
@@ -272,23 +279,36 @@ def _serve(loader: CallLoader, task_id: int, payload: bytes, context: dict,
     if context.get("workdir"):
         context["workdir"] = _tasks.resolve_workdir(context["workdir"], context.get("site"))
     task = _tasks.TaskContext(id=task_id, **context)
-    # Per-run variables (OMP_NUM_THREADS): the task and what it starts see them.
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        if on_ranks:
-            from .mpi_task import run_python
+    if on_ranks:
+        from ..mpi.run import run_python
 
-            try:
-                if task.workdir:
-                    os.makedirs(task.workdir, mode=0o700, exist_ok=True)
-                ok, blob = run_python(task, payload)
-                return (task_id, ok, blob)
-            except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
-                return (task_id, False, dump_exception(exc, f"Task {task_id} {where}"))
+        try:
+            if task.workdir:
+                os.makedirs(task.workdir, mode=0o700, exist_ok=True)
+            ok, blob = run_python(task, payload, env)  # env= for the MPI launcher it starts
+            return (task_id, ok, blob)
+        except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
+            return (task_id, False, dump_exception(exc, f"Task {task_id} {where}"))
+    with run_environment(env):
         _tasks._set_current(task)
         return _run_task(loader, task_id, payload, where, context.get("parent_results"),
                          task.workdir)
+
+
+@contextlib.contextmanager
+def run_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Set a run's own variables (OMP_NUM_THREADS, for threads_per_rank > 1) in this
+    worker's ``os.environ`` while its task runs here, then put back what was there.
+
+    The launcher's one write to ``os.environ`` (elsewhere, ``env=`` goes to what is started):
+    a Python task runs in this process, and it, OpenMP (at first use) and the commands it
+    starts without ``env=`` read these variables from ``os.environ``.  A worker runs one task
+    at a time, so no other run sees them.
+    """
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:

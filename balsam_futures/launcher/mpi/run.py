@@ -1,9 +1,9 @@
 """Running one task through the MPI launcher, from inside a worker.
 
-    worker (warm, on the launcher's node)            every rank (mpi_rank.py)
-    -------------------------------------            ------------------------
+    worker (warm, on the launcher's node)            every rank (rank.py)
+    -------------------------------------            --------------------
     payload + context -> <tmp>/task.pkl
-    argv = MpiLauncher.argv(layout, [python -m mpi_rank <tmp>])  ->  fn(*args) on each rank
+    argv = MpiLauncher.argv(layout, [python -m mpi.rank <tmp>])  ->  fn(*args) on each rank
     wait (a time-out or kill takes the process group)            rank 0 -> <tmp>/result
     <tmp>/result | <tmp>/error.<rank> | launcher failed  <-----  a raising rank -> error.<rank>,
                                                                  then MPI Abort (no rank hangs)
@@ -21,15 +21,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from ..errors import MpiLaunchError
-from ..tasks import TaskContext
-from .mpi import RankLayout, launcher_class
-from .mpi.gpu_affinity import LOCAL_RANK_VARIABLES
-from .worker import run_child
+from ...errors import MpiLaunchError
+from ...tasks import TaskContext
+from ..workers.process import run_child
+from .base import RankLayout, detect_launcher
+from .rank_variables import LOCAL_RANK_VARIABLES
 
-RANK_MODULE = "balsam_futures.launcher.mpi_rank"
+RANK_MODULE = "balsam_futures.launcher.mpi.rank"
 #: Lines of the launcher's own output kept in an MpiLaunchError.
 TAIL_LINES = 30
 
@@ -40,40 +40,12 @@ def layout_of(task: TaskContext) -> RankLayout:
                       task.gpu_ids if r.gpus_per_rank else ())
 
 
-def find_launcher(name: str | None, task_id: int | None = None):
-    """The MPI launcher registered as ``name`` (default mpich), with its program found now.
-
-    For MPICH, one installed beside the interpreter wins (the mpich wheel's mpiexec in a
-    virtual environment, which need not be activated).  Then the launcher's own names on
-    PATH, most specific first, since a plain ``mpiexec`` or ``mpirun`` may be another MPI's
-    (Open MPI's, Slurm's wrapper) or the wheel's.
-    """
-    launcher = launcher_class(name or "mpich")()
-    here = os.path.dirname(sys.executable)
-    beside = os.path.join(here, launcher.executable)
-    if launcher.name == "mpich" and os.access(beside, os.X_OK):
-        launcher.executable = beside
-        return launcher
-    # The interpreter's own bin directory holds the mpich wheel's programs: not this MPI's.
-    path = os.pathsep.join(p for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
-                           if os.path.abspath(p or ".") != here)
-    for name in launcher.search_names or (launcher.executable,):
-        found = shutil.which(name, path=path)
-        if found is not None:
-            launcher.executable = found
-            return launcher
-    who = f"task {task_id} needs" if task_id is not None else "this launcher needs"
-    raise MpiLaunchError(
-        f"{who} the MPI launcher {launcher.executable!r} ({launcher.name}), which is not on "
-        "PATH; install it (pip install mpich for MPICH) or start the launcher with "
-        "--mpi-launcher naming the one this system has", task_id=task_id)
-
-
 def command_argv(task: TaskContext, command: Sequence[str],
                  env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The argv that starts ``command`` on every rank of ``task``, and the environment to run
     it with (``env`` plus what the layout needs)."""
-    launcher = find_launcher(task.mpi_launcher, task.id)
+    launcher = detect_launcher(os.environ, name=task.mpi_launcher or "mpich", locate=True,
+                               task_id=task.id)
     layout = layout_of(task)
     extra = launcher.env(layout)
     # Ranks must find their own local rank, not one inherited from an outer launcher.
@@ -81,20 +53,22 @@ def command_argv(task: TaskContext, command: Sequence[str],
     return launcher.argv(layout, list(command), env=extra), {**base, **extra}
 
 
-def run_python(task: TaskContext, payload: bytes) -> tuple[bool, bytes]:
-    """Run a Python task on every rank; (ok, result or packed exception) of the run."""
+def run_python(task: TaskContext, payload: bytes,
+               env: Mapping[str, str] | None = None) -> tuple[bool, bytes]:
+    """Run a Python task on every rank, with this run's own variables ``env`` (added to the
+    worker's environment); (ok, result or packed exception) of the run."""
     where = task.workdir if task.workdir else None
     tmp = tempfile.mkdtemp(prefix=f"bf-task{task.id}-", dir=where)
     try:
         with open(os.path.join(tmp, "task.pkl"), "wb") as f:
             pickle.dump((payload, task), f, protocol=pickle.HIGHEST_PROTOCOL)
-        argv, env = command_argv(task, [sys.executable, "-m", RANK_MODULE, tmp],
-                                 dict(os.environ))
+        argv, run_env = command_argv(task, [sys.executable, "-m", RANK_MODULE, tmp],
+                                     {**os.environ, **(env or {})})
         out_path = os.path.join(tmp, "mpi.out")
         with open(out_path, "wb") as out:
             try:
                 # run_child: the MPI launcher dies with this worker, and with the launcher.
-                code = run_child(argv, mpi=True, env=env, stdin=subprocess.DEVNULL,
+                code = run_child(argv, mpi=True, env=run_env, stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, cwd=task.workdir)
             except OSError as exc:
                 raise MpiLaunchError(f"task {task.id}: cannot start {argv[0]!r}: {exc}",

@@ -1,8 +1,8 @@
 """Per-node agents, head side: one-rank runs on other nodes go to warm workers over mpi4py.
 
-    dispatcher (main thread)       relay thread (the head's only MPI caller)   agent (agent.py)
-    ------------------------       -----------------------------------------   ----------------
-    start() ─────────────────────> MPI launch: one agent per node ───────────> agent_accept:
+    dispatcher (main thread)       relay thread (the head's only MPI caller)   agent (node.py)
+    ------------------------       -----------------------------------------   ---------------
+    start() ─────────────────────> MPI launch: one agent per node ───────────> agent_connect:
                                    _head_connect <── port on the launch's stdout  rank 0 prints
                                    _head_setup: HELLO <─, SETUP ─>, READY <─   agent_setup
     dispatch(task, extra, pin, node)  _head_serve:                             agent_serve:
@@ -17,9 +17,9 @@ agents only relay.  MPI calls stay on the relay thread: the dispatcher and the r
 plain lists under a lock, and the relay wakes the dispatcher through ``waker`` (a pipe the
 head's WorkerPool watches), so the head's own workers are served exactly as before.
 
-MPI has no file descriptor to sleep on, so the relay (and each agent) polls for messages:
-every POLL_MIN right after traffic, backing off to POLL_MAX when quiet.  Blocking receives
-would not help: MPICH spins inside them.
+MPI has no file descriptor to sleep on, so the relay (and each agent) polls for messages
+(tags, bodies and timings in protocol.py): every POLL_MIN right after traffic, backing off to
+POLL_MAX when quiet.  Blocking receives would not help: MPICH spins inside them.
 
 The agents are started with the launcher's own MPI launcher (``MpiLauncher.argv``), so srun,
 aprun or PALS place them as they place tasks; rank 0 opens an MPI port and prints it, and the
@@ -36,7 +36,6 @@ placed again; from then on the pilot starts runs on that node through the MPI la
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import select
@@ -49,33 +48,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._wakeup import Waker
-from ..backends.store import ClaimedTask, TaskOutcome
-from ..errors import MpiLaunchError
-from ..tasks import TaskState
-from .mpi import RankLayout
-from .nodes import NodeSpec
-from .worker import _dies_with, _prctl
+from ..._wakeup import Waker
+from ...backends.store import ClaimedTask, TaskOutcome
+from ...errors import AgentsFailed, MpiLaunchError
+from ...tasks import TaskState
+from ..backoff import back_off, next_poll
+from ..mpi import RankLayout, detect_launcher
+from ..nodes import NodeSpec
+from ..workers.process import dies_with_this_process
+from .protocol import (
+    ACTIVE_S,
+    AGENT_MODULE,
+    BEAT_S,
+    POLL_MAX,
+    POLL_MIN,
+    PORT_PREFIX,
+    SILENCE_S,
+    AgentSetup,
+    Tag,
+    init_mpi,
+)
 
 log = logging.getLogger(__name__)
 
-AGENT_MODULE = "balsam_futures.launcher.agent"
-#: The line agent rank 0 prints on the launch's standard output, followed by its MPI port.
-PORT_PREFIX = "balsam-futures-agents-port "
-
-#: Polling for MPI messages (head relay and agents): every POLL_MIN until ACTIVE_S after the
-#: last message, then doubling up to POLL_MAX.  POLL_MIN bounds the delay each hop adds to a
-#: short task (every task crosses two hops each way; at 0.2 ms, 200 no-ops through 2 agents
-#: ran at about 1,000/s on two cores, with doubling from the last message on only 70/s);
-#: POLL_MAX bounds the first task's delay after a quiet spell and a kill's latency (smaller
-#: wakes every agent and the head more often while idle).
-POLL_MIN, POLL_MAX, ACTIVE_S = 0.0002, 0.02, 1.0
-#: Each side sends a heartbeat when it has sent nothing for BEAT_S; a side silent for SILENCE_S
-#: is presumed dead (the head hands the agent's runs back; an agent stops its workers and
-#: exits).  SILENCE_S must cover the longest an agent can be busy between two polls (stopping
-#: a worker waits up to 5 s); longer leaves an orphaned agent running longer after its head
-#: was killed outright.
-BEAT_S, SILENCE_S = 1.0, 30.0
 #: How long the head waits for every agent to connect and report ready.  A big allocation
 #: needs time to start Python on every node (imports from a shared file system); while it
 #: waits the launcher runs nothing, and past it the agents are given up on.
@@ -86,34 +81,6 @@ STOP_TIMEOUT_S = 10.0
 LAUNCH_CHECK_S = 0.1
 
 
-class Tag(enum.IntEnum):
-    """MPI message tags, head <-> agent; the body of each is in the comment."""
-
-    HELLO = 1  # agent -> head: (host name, pid)
-    SETUP = 2  # head -> agent: AgentSetup
-    READY = 3  # agent -> head: None (its workers are started)
-    TASKS = 4  # head -> agent: [(ClaimedTask, extra context, GPU pin)]
-    KILL = 5  # head -> agent: (task ids, run_state, reason)
-    OUTCOMES = 6  # agent -> head: ([TaskOutcome], [ids of tasks handed back])
-    BEAT = 7  # both ways: None
-    STOP = 8  # head -> agent: None
-    FAILED = 9  # agent -> head: why it cannot serve (setup failed)
-
-
-@dataclass(frozen=True)
-class AgentSetup:
-    """What the head tells one agent after its hello: its node and how to run workers."""
-
-    node: str  # the node's name in the pilot (NodeSpec.hostname)
-    cores: int  # one warm worker per core, as on the head's node
-    gpus: tuple[str, ...]
-    launcher_id: int
-    init_blob: bytes | None
-    max_tasks_per_child: int | None
-    worker_env: Mapping[str, str]
-    context: Mapping[str, Any]  # sent with every task (site, store URL)
-
-
 @dataclass
 class _Agent:
     node: int  # index in the pilot's NodePool
@@ -122,27 +89,6 @@ class _Agent:
     pid: int | None = None
     alive: bool = False
     running: dict[int, ClaimedTask] = field(default_factory=dict)
-
-
-class AgentsFailed(RuntimeError):
-    """The agents could not be started or connected (the pilot then runs without them)."""
-
-
-def init_mpi() -> Any:
-    """Import mpi4py and initialize MPI on this thread, without MPI_Finalize at exit.
-
-    Finalize is collective over every connected process: with one agent dead it would hang
-    the exit, and the connection ends with the processes anyway.
-    """
-    import mpi4py
-
-    mpi4py.rc.initialize = False
-    mpi4py.rc.finalize = False
-    from mpi4py import MPI
-
-    if not MPI.Is_initialized():
-        MPI.Init_thread(MPI.THREAD_SERIALIZED)  # one thread calls MPI, not always the main one
-    return MPI
 
 
 class AgentPool:
@@ -316,7 +262,7 @@ class AgentPool:
             # workers die with them): a kill -9 of the head must not leave agents running
             # their tasks on while those tasks are requeued elsewhere.  The signal fires when
             # this (relay) thread ends, which it does only after the agents were stopped.
-            preexec = _dies_with(os.getpid(), signal.SIGTERM) if _prctl() is not None else None
+            preexec = dies_with_this_process(signal.SIGTERM)
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=preexec,
                                           stdout=subprocess.PIPE, start_new_session=True)
             comm = self._head_connect(init_mpi())
@@ -337,11 +283,10 @@ class AgentPool:
             self._end_launch()
 
     def _launch_argv(self) -> list[str]:
-        from .mpi_task import find_launcher
-
         # The MPI launcher's program, found as a task's run would find it.
         try:
-            launcher = find_launcher(self.mpi_launcher)
+            launcher = detect_launcher(os.environ, name=self.mpi_launcher or "mpich",
+                                       locate=True)
         except MpiLaunchError as exc:
             raise AgentsFailed(f"the agents are started with the MPI launcher "
                                f"{self.mpi_launcher!r}, whose program is not on PATH; name "
@@ -402,7 +347,7 @@ class AgentPool:
                     raise AgentsFailed(f"the agents' launch exited with code "
                                        f"{self._proc.returncode} while they were starting")
                 time.sleep(poll)  # nothing to wait on: MPI has no descriptor (see top)
-                poll = min(poll * 2, POLL_MAX)
+                poll = back_off(poll, POLL_MAX)
                 continue
             body = msg.recv()
             if status.Get_tag() == Tag.FAILED:
@@ -507,7 +452,7 @@ class AgentPool:
                 return
             if got or outbox:
                 last_traffic = now
-            poll = POLL_MIN if now - last_traffic < ACTIVE_S else min(poll * 2, POLL_MAX)
+            poll = next_poll(poll, now - last_traffic, POLL_MIN, POLL_MAX, ACTIVE_S)
             watch = [self._relay_waker.fileno()] + ([out_fd] if out_fd is not None else [])
             ready = select.select(watch, [], [], poll)[0]
             if out_fd in ready:

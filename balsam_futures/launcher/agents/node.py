@@ -1,8 +1,8 @@
-"""``python -m balsam_futures.launcher.agent``: one node's agent, started by its launcher's head.
+"""``python -m balsam_futures.launcher.agents.node``: one node's agent, started by its head.
 
-    head (agents.py, relay thread)              agent (this module, one per node)
-    ------------------------------              ---------------------------------
-                                                agent_accept: rank 0 opens a port, prints it;
+    head (head.py, relay thread)                agent (this module, one per node)
+    ----------------------------                ---------------------------------
+                                                agent_connect: rank 0 opens a port, prints it;
     head_connect  ────────── connect ─────────> all ranks accept together
     head_setup    <── HELLO / SETUP ──> / READY agent_setup: WorkerPool on this node's cores/GPUs
     dispatch      ── TASKS ───────────────────> agent_serve: pool.dispatch
@@ -14,8 +14,8 @@ An agent runs the head's WorkerPool unchanged, so a run here behaves as on the h
 (GPU pinning, time-outs, a crashed worker failing only its run).  It never touches the store.
 Its workers see ``BALSAM_FUTURES_AGENT=<node>``, and none of the variables that made the agent
 a rank of its MPI launch (a task importing mpi4py must not join the agents' job).  They die
-with the agent, as a head's die with the head (``worker.py``: the agent's main thread starts
-them).  A head killed outright leaves the agents' launch running: an agent stops when the
+with the agent, as a head's die with the head (``workers/process.py``: the agent's main thread
+starts them).  A head killed outright leaves the agents' launch running: an agent stops when the
 head has been silent for SILENCE_S.
 """
 
@@ -29,9 +29,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .. import config
-from ..backends.store import TaskOutcome
-from .agents import (
+from ... import config
+from ...backends.store import TaskOutcome
+from ..backoff import back_off, next_poll
+from ..mpi.rank_variables import without_rank_variables
+from ..workers import WorkerPool
+from .protocol import (
     ACTIVE_S,
     BEAT_S,
     POLL_MAX,
@@ -42,29 +45,20 @@ from .agents import (
     Tag,
     init_mpi,
 )
-from .mpi.gpu_affinity import LOCAL_RANK_VARIABLES
-from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
-#: Set in every worker of an agent to the name of the node it serves.
-AGENT_VARIABLE = config.PREFIX + "AGENT"
-#: Variables an MPI launcher sets for each rank (hydra, PMIx, Open MPI, PALS, Slurm steps,
-#: flux, ALPS): the agent's, not its workers'.
-_RANK_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "PALS_", "FLUX_TASK_", "HYDRA_")
-_RANK_VARIABLES = frozenset({*LOCAL_RANK_VARIABLES, "MPI_LOCALNRANKS", "SLURM_PROCID",
-                             "SLURM_GTIDS", "SLURM_TASK_PID", "SLURM_STEPID", "SLURM_STEP_ID",
-                             "ALPS_APP_PE"})
+#: Set in every worker of an agent to the name of the node it serves (config.py: AGENT).
+AGENT_VARIABLE = config.env_name("AGENT")
 
 
 def worker_environ(environ: Mapping[str, str], setup: AgentSetup) -> dict[str, str]:
-    """The environment of this agent's workers."""
-    env = {k: v for k, v in environ.items()
-           if k not in _RANK_VARIABLES and not k.startswith(_RANK_PREFIXES)}
-    return {**env, **setup.worker_env, AGENT_VARIABLE: setup.node}
+    """The environment of this agent's workers: none of the variables the MPI launcher set
+    for the agent's rank (rank_variables.py), which are the agent's, not its workers'."""
+    return {**without_rank_variables(environ), **setup.worker_env, AGENT_VARIABLE: setup.node}
 
 
-def agent_accept(MPI: Any) -> Any:
+def agent_connect(MPI: Any) -> Any:
     """The intercommunicator to the head: rank 0 prints a port, the head connects to it."""
     world = MPI.COMM_WORLD
     port = MPI.Open_port() if world.Get_rank() == 0 else None
@@ -86,7 +80,7 @@ def agent_setup(MPI: Any, head: Any) -> AgentSetup:
         msg = head.improbe(source=0, status=status)
         if msg is None:
             time.sleep(poll)  # MPI has no descriptor to wait on
-            poll = min(poll * 2, POLL_MAX)
+            poll = back_off(poll, POLL_MAX)
             continue
         body = msg.recv()
         if status.Get_tag() == Tag.SETUP:
@@ -133,14 +127,14 @@ def agent_serve(MPI: Any, head: Any, pool: WorkerPool) -> None:
             raise TimeoutError(f"the head has been silent for {now - heard:.0f} s")
         if busy:
             last_traffic = now
-        poll = POLL_MIN if now - last_traffic < ACTIVE_S else min(poll * 2, POLL_MAX)
+        poll = next_poll(poll, now - last_traffic, POLL_MIN, POLL_MAX, ACTIVE_S)
 
 
 def main() -> int:
     logging.basicConfig(level=config.setting("LOG_LEVEL").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     MPI = init_mpi()
-    head = agent_accept(MPI)
+    head = agent_connect(MPI)
     pool = None
     try:
         setup = agent_setup(MPI, head)

@@ -1,4 +1,4 @@
-"""``python -m balsam_futures.launcher.mpi_rank DIR``: one rank of an MPI Python task.
+"""``python -m balsam_futures.launcher.mpi.rank DIR``: one rank of an MPI Python task.
 
 Every rank runs the task's callable with ``mpi4py.MPI.COMM_WORLD`` available.  Rank 0 writes
 the return value to ``DIR/result``; a rank that raises writes its packed exception to
@@ -12,8 +12,9 @@ import pickle
 import socket
 import sys
 
-from .. import tasks as _tasks
-from ..serialization import CallLoader, dump_exception, dump_result, fill_parent_results
+from ... import tasks as _tasks
+from ...serialization import CallLoader, dump_exception, dump_result, fill_parent_results
+from .rank_variables import world_rank
 
 
 def _write(path: str, blob: bytes) -> None:
@@ -23,22 +24,13 @@ def _write(path: str, blob: bytes) -> None:
     os.replace(path + ".part", path)
 
 
-def _rank_from_environment() -> int:
-    """This rank's number before MPI is up (for reporting a failure to start it)."""
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PALS_RANKID", "SLURM_PROCID",
-                 "FLUX_TASK_RANK", "ALPS_APP_PE"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
-
-
 def main(directory: str) -> int:
     with open(os.path.join(directory, "task.pkl"), "rb") as f:
         payload, task = pickle.load(f)
     try:
         from mpi4py import MPI
     except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
-        rank = _rank_from_environment()
+        rank = world_rank(os.environ)  # MPI is not up: its launcher's variables say
         err = RuntimeError(f"rank {rank} could not import mpi4py ({exc}); install mpi4py "
                            "built for the MPI library the launcher uses")
         err.__cause__ = exc

@@ -1,6 +1,6 @@
 """Warm Python workers, launcher side: start, feed, watch and replace worker processes.
 
-Each worker is a fresh interpreter (``launcher/worker.py``) joined to the launcher by a
+Each worker is a fresh interpreter (``process.py``) joined to the launcher by a
 socketpair, and holds one task at a time: a task queued inside a busy worker would wait
 behind a long task while another worker idles (the launcher keeps its small backlog itself,
 so an idle worker gets its next task in one message).
@@ -9,7 +9,7 @@ A worker that dies takes only its running task with it (WorkerCrashed), and a ne
 its place.  A running task
 past its wall time is stopped by killing its worker's whole process group (TaskTimeout).
 A worker dies with the launcher that started it, taking its process group along
-(``worker.py``): nothing it runs outlives a launcher killed outright.
+(``process.py``): nothing it runs outlives a launcher killed outright.
 """
 
 from __future__ import annotations
@@ -29,14 +29,17 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..backends.store import ClaimedTask, TaskOutcome
-from ..errors import TaskKilled, TaskTimeout, WorkerCrashed
-from ..serialization import dump_exception
-from ..tasks import TaskState, outcome_path
+from ...backends.store import ClaimedTask, TaskOutcome
+from ...errors import TaskKilled, TaskTimeout, WorkerCrashed
+from ...serialization import dump_exception
+from ...tasks import TaskState, outcome_path
+from ..gpus import split_gpus, worker_gpu_env
 
 log = logging.getLogger(__name__)
 
-_WORKER_CODE = "from balsam_futures.launcher.worker import main; main()"
+#: How a worker starts: ``-c``, not ``-m``, so that process.py is imported once, under its own
+#: name (what run_child records there is what _orphaned finds).
+_WORKER_CODE = "from balsam_futures.launcher.workers.process import main; main()"
 #: How long an MPI launcher has, after SIGTERM, to stop its ranks before its process group is
 #: killed outright (srun and hydra forward the signal and wait for the ranks to exit).
 MPI_KILL_GRACE_S = 5.0
@@ -56,13 +59,6 @@ class _Worker:
     #: signal it can forward: ranks on other nodes (and srun's, under slurmstepd) are not in
     #: the worker's process group.
     mpi_run: bool = False
-
-
-def split_gpus(gpu_ids: Sequence[str], num_workers: int) -> list[tuple[str, ...]]:
-    """The GPUs each of ``num_workers`` workers starts pinned to: one GPU each while they
-    last (the common one-model-per-GPU case needs no restart); the rest get none."""
-    ids = list(gpu_ids)
-    return [(ids[i],) if i < len(ids) else () for i in range(num_workers)]
 
 
 def outcome_for(task: ClaimedTask, run_state: TaskState, *, result: bytes | None = None,
@@ -110,15 +106,7 @@ class WorkerPool:
     def _worker_env(self, gpus: tuple[str, ...] | None) -> dict[str, str]:
         env = dict(self.env)
         if gpus is not None:
-            # The worker sees only its own GPUs (none: an empty list hides them all), so a
-            # task run there uses those: one model per GPU.  Set for every vendor (CUDA,
-            # oneAPI Level Zero; ROCm when the node uses it, since HIP indexes into what ROCR
-            # exposes).
-            ids = ",".join(gpus)
-            env["CUDA_VISIBLE_DEVICES"] = ids
-            env["ZE_AFFINITY_MASK"] = ids
-            if "ROCR_VISIBLE_DEVICES" in self.env:
-                env["ROCR_VISIBLE_DEVICES"] = ids
+            env.update(worker_gpu_env(gpus, self.env))  # its own GPUs only (gpus.py)
         # Cores shared evenly unless the user chose: N workers x all cores oversubscribes.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.num_workers)))
         return env
@@ -126,7 +114,7 @@ class WorkerPool:
     def _spawn(self, gpus: tuple[str, ...] | None) -> _Worker:
         head_sock, worker_sock = socket.socketpair()
         try:
-            # With this launcher's pid, which the worker dies with (worker._die_with_launcher).
+            # With this launcher's pid, which the worker dies with (process._die_with_launcher).
             # PR_SET_PDEATHSIG fires when the *thread* that started the worker exits: that is
             # the dispatcher, the launcher's (or agent's) main thread, for every _spawn.
             proc = subprocess.Popen(
@@ -215,7 +203,7 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             self._kill(w)
         # Closed once it has exited: a worker takes the socket closing under it for the
-        # launcher's death (worker._watch_launcher).
+        # launcher's death (process._watch_launcher).
         self._forget(w)
         self.workers[self.workers.index(w)] = self._spawn(w.gpus)
 

@@ -1,17 +1,19 @@
-"""The store side of ``balsam_futures.query``: select, count, update, delete by filters."""
+"""What users and the command line ask of the store (``balsam_futures.query``, ``cli/``):
+tasks selected, counted, updated and deleted by filters; rows, histories, counts by state,
+launchers and runs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..tasks import CLAIMABLE, FINAL, HELD, TaskState, sources
-from . import queries as q
+from . import statements as q
 from .connection import BULK_CHUNK, _blob
 
 
 class TaskQueries:
     """Mixed into SqlStore."""
-
 
     def query(self, filters: tuple, order: tuple[str, ...] = (), limit: int | None = None
               ) -> list[dict[str, Any]]:
@@ -96,3 +98,40 @@ class TaskQueries:
         with self._raw_read() as cur:
             row = self._exec(cur, "select_deletions", {}).fetchone()
         return int(row[0]) if row else 0
+
+    def get_tasks(self, task_ids: Sequence[int]) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(q.select_task_rows(list(task_ids))).all()
+        by_id = {r.id: dict(r._mapping) for r in rows}
+        return [by_id[i] for i in task_ids if i in by_id]
+
+    def history(self, task_id: int) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.select_history(task_id))]
+
+    def count_by_state(self) -> dict[str, int]:
+        with self._read() as conn:
+            return dict(conn.execute(q.count_by_state()).all())
+
+    def list_launchers(self) -> list[dict[str, Any]]:
+        """Every launcher: id, hostname, state, started_at, heartbeat_at, info (its nodes,
+        cores and GPUs), batch_job_id."""
+        names = [c.name for c in q.select_launchers().selected_columns]
+        with self._raw_read() as cur:
+            rows = self._exec(cur, "select_launchers", {}).fetchall()
+        return [{**dict(zip(names, r)), "info": self._decode_json(r[names.index("info")])}
+                for r in rows]
+
+    def list_runs(self, start: float = 0.0, end: float = float("inf")) -> list[dict[str, Any]]:
+        """The execution profile: runs overlapping [start, end], oldest first."""
+        names = [c.name for c in q.select_runs().selected_columns]
+        end = min(end, 1e18)  # a float both dialects bind
+        with self._raw_read() as cur:
+            rows = self._exec(cur, "select_runs", {"start": start, "end": end}).fetchall()
+        out = []
+        for r in rows:
+            run = dict(zip(names, r))
+            run["hosts"] = self._decode_json(run["hosts"])
+            run["gpus"] = self._decode_json(run["gpus"])
+            out.append(run)
+        return out

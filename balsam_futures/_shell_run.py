@@ -1,0 +1,128 @@
+"""The run side of a shell task, in the worker that runs it (apps.py ``_run_shell_task``): its
+working directory, the inputs placed there, the argv to start, and the tail of ``job.out``."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import tasks as _tasks
+from ._shell_template import _check_workdir, _fill
+from .errors import ShellCommandNotFound, ShellInputNotFound
+from .sitedir import resolve_site
+
+if TYPE_CHECKING:
+    from .apps import ShellApp
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+_GLOB_CHARS = re.compile(r"[*?[]")
+
+
+def _safe_name(text: str) -> str:
+    """``text`` as one path component of [A-Za-z0-9_.-] that is never ``.`` or ``..``."""
+    safe = _UNSAFE_NAME.sub("_", text)
+    return safe if safe.strip(".") else safe.replace(".", "_") or "_"
+
+
+def _tail(path: Path, n: int, block: int = 8192) -> str:
+    """The last ``n`` lines of a file, read from its end (job.out may be large)."""
+    if n <= 0:
+        return ""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos, data = end, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-n:])
+
+
+def _task_workdir(app: ShellApp, params: Mapping[str, Any], task: _tasks.TaskContext) -> Path:
+    name = _safe_name(task.name or "task")
+    if app.workdir is not None:
+        path = Path(_fill(app._workdir_parts, {**params, "id": task.id, "name": name},
+                          quote=False))
+        _check_workdir(path)
+        return path
+    if task.workdir:  # the task's own option (already resolved against the site)
+        path = Path(task.workdir)
+        _check_workdir(path)
+        return path
+    site = Path(task.site) if task.site else resolve_site(None)
+    workflow = _safe_name(task.tags.get("workflow", "default"))
+    return site / "data" / workflow / f"{name}_{task.id}"
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 (Path.mkdir gives parents the
+    umask's mode)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another task made it meanwhile
+
+
+def _place(src: str, dst: Path, link: bool) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+        dst.unlink()  # left by an earlier run of this task
+    if link:
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.symlink(src, dst)
+    elif os.path.isdir(src):
+        shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dst)
+
+
+def _place_inputs(app: ShellApp, workdir: Path, task_id: int) -> None:
+    for dest, pattern in app.inputs:
+        is_glob = bool(_GLOB_CHARS.search(pattern))
+        if is_glob:
+            matches = sorted(glob.glob(pattern))
+        else:
+            matches = [pattern] if os.path.lexists(pattern) else []
+        if not matches:
+            raise ShellInputNotFound(pattern, task_id=task_id)
+        for src in matches:
+            if dest is None:
+                dst = workdir / os.path.basename(src)
+            elif is_glob:
+                dst = workdir / dest / os.path.basename(src)
+            else:
+                dst = workdir / dest
+            _place(src, dst, app.link)
+
+
+def _argv(app: ShellApp, rendered: str, env: Mapping[str, str], workdir: Path,
+          task_id: int) -> list[str]:
+    """The argv to run, after checking that its program exists (no shell) so a missing one
+    is reported by name instead of as an OSError from deep inside subprocess."""
+    if app.needs_shell:
+        return ["/bin/sh", "-c", rendered]
+    argv = shlex.split(rendered)
+    exe = argv[0]
+    if "/" in exe:
+        path = exe if os.path.isabs(exe) else os.path.join(workdir, exe)
+        found = os.path.isfile(path) and os.access(path, os.X_OK)
+    else:
+        found = shutil.which(exe, path=env.get("PATH", os.defpath)) is not None
+    if not found:
+        raise ShellCommandNotFound(exe, rendered, workdir=str(workdir), task_id=task_id,
+                                   path=env.get("PATH", os.defpath))
+    return argv
