@@ -55,7 +55,8 @@ SETTINGS: dict[str, Setting] = {
                 valid=lambda v: v >= 1, accepts="an integer >= 1"),
         # <= 0 would presume every launcher dead at once; nan/inf would never presume any.
         Setting("LEASE_SECONDS", 30.0, float,
-                "default lease of a launcher: silent this long, it is presumed dead and its tasks requeued",
+                "default lease of a launcher: silent this long, it is presumed dead and its "
+                "tasks requeued",
                 valid=_positive_finite, accepts="a finite number of seconds > 0"),
         Setting("LOG_LEVEL", "INFO", str, "launcher log level",
                 valid=lambda v: v.upper() in LOG_LEVELS,

@@ -1,8 +1,9 @@
 """Payloads, results and exceptions as bytes.
 
-A Python task's payload is the callable pickled on its own, then ``(args, kwargs)`` pickled.  Pickling the callable once lets ``map``
-reuse it for every item and lets a warm worker keep the unpickled callable in a small cache
-keyed by those bytes, so a lambda is rebuilt once per worker, not once per task.
+A Python task's payload is the callable pickled on its own, then ``(args, kwargs)`` pickled.
+Pickling the callable once lets ``map`` reuse it for every item and lets a warm worker keep
+the unpickled callable in a small cache keyed by those bytes, so a lambda is rebuilt once per
+worker, not once per task.
 
 Exceptions travel as the original exception (with its traceback, via tblib) plus the formatted
 traceback text, marked with where the task ran.  If the exception cannot be rebuilt in the

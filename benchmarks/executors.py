@@ -254,7 +254,8 @@ def make_balsam() -> Handle:
 def probe_ppe() -> str:
     import multiprocessing
 
-    return f"stdlib, Python {sys.version.split()[0]}, start method {multiprocessing.get_start_method()}"
+    method = multiprocessing.get_start_method()
+    return f"stdlib, Python {sys.version.split()[0]}, start method {method}"
 
 
 def make_ppe() -> Handle:

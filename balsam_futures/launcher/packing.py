@@ -8,9 +8,10 @@
 
 A task needs, on each of ``num_nodes`` nodes, ``ranks_per_node * threads_per_rank`` cores,
 ``ranks_per_node * gpus_per_rank`` GPUs, and ``1 / node_packing_count`` of the node (Balsam's
-occupancy: at most ``node_packing_count`` such tasks share a node; 0 sets no such limit).  A multi-node task takes
-its nodes whole, as MPI jobs expect.  A single-node task goes to the busiest node that still
-has room (best fit), so whole nodes stay free for the multi-node tasks behind it.
+occupancy: at most ``node_packing_count`` such tasks share a node; 0 sets no such limit).  A
+multi-node task takes its nodes whole, as MPI jobs expect.  A single-node task goes to the
+busiest node that still has room (best fit), so whole nodes stay free for the multi-node tasks
+behind it.
 
 Placing tasks in priority order and skipping the ones that do not fit *now* is the backfill:
 small tasks run around a large one that waits for its nodes.  A node is never over-committed:

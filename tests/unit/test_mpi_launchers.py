@@ -77,8 +77,8 @@ EXPECTED = {
     ("srun", "gpus"): ["srun", "-n", "4", "--ntasks-per-node", "2", "--nodes", "2", "--nodelist",
                        H2, "--cpus-per-task", "1", "--overlap", "--gpus-per-task", "1", *CMD],
     ("srun", "same_gpus"): ["srun", "-n", "4", "--ntasks-per-node", "4", "--nodes", "1",
-                            "--nodelist", "nid00012", "--cpus-per-task", "1", "--overlap", "--gpus-per-task",
-                            "1", *CMD],
+                            "--nodelist", "nid00012", "--cpus-per-task", "1", "--overlap",
+                            "--gpus-per-task", "1", *CMD],
     ("srun", "env"): ["srun", "-n", "8", "--ntasks-per-node", "4", "--nodes", "2", "--nodelist",
                       H2, "--cpus-per-task", "1", "--overlap", "--export=ALL,A=1,B=x y", *CMD],
 
