@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from clocks import FakeClock
 from sqlalchemy import update
 
 from balsam_futures import config
@@ -34,18 +35,6 @@ pytestmark = pytest.mark.timeout(60)
 S = TaskState
 L = LauncherState
 
-
-class FakeClock:
-    """A store clock that moves only when told."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

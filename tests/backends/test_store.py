@@ -20,6 +20,7 @@ import stat
 import threading
 
 import pytest
+from clocks import FakeClock
 from sqlalchemy import text, update
 
 from balsam_futures.backends import ClaimOffer, LauncherInfo, SqlStore, TaskOutcome, open_store
@@ -70,18 +71,6 @@ def start(store: SqlStore, lid: int, ids: list[int]) -> None:
     """Report that runs of claimed tasks ``ids`` started (CLAIMED -> RUNNING)."""
     assert store.exchange(lid, ids, [], 0).lost == []
 
-
-class FakeClock:
-    """A store clock that moves only when told (``store.clock = FakeClock()``)."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def launcher_state(store: SqlStore, lid: int) -> str:

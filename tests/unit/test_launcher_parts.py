@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from clocks import FakeClock
 
 from balsam_futures.backends import open_store
 from balsam_futures.backends.store import ClaimedTask, Exchange, TaskOutcome
@@ -32,16 +33,6 @@ from balsam_futures.tasks import TaskOptions, TaskSpec, TaskState
 pytestmark = pytest.mark.timeout(60)
 S = TaskState
 
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeStore:
