@@ -481,6 +481,70 @@ def test_campaign_database_read_only(tmpfs, tmp_path):
         ex.shutdown(wait=False)
 
 
+def _set_read_only(pg_url: str, on: bool) -> None:
+    """Make every transaction of the server read-only (or not again), sessions already open
+    included: ``default_transaction_read_only`` in the server's configuration, reloaded."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET default_transaction_read_only = off")  # this session may write
+            if on:
+                cur.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            else:
+                cur.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(150)
+def test_campaign_database_read_only_on_postgres(pg_url, tmp_path):
+    """The database refuses every write for a while (as a server turned read-only for
+    maintenance, or a standby not promoted yet): launchers and the master wait it out."""
+    name, n, ro_s = "read_only_postgres", 200, 2.0
+    site = tmp_path / "site"
+    lockdir = tmp_path / "locks"
+    lockdir.mkdir()
+    ex = BalsamExecutor(site=site, db_url=pg_url, launcher=False)
+    launchers = []
+    try:
+        launchers = [start_launcher(site, tmp_path / "logs", db_url=pg_url, workers=2,
+                                    lease=OUTAGE_LEASE_S) for _ in range(2)]
+        for launcher in launchers:
+            wait_started(launcher)
+        ids = campaign.submit(ex, name, n, lockdir)
+        store = ex.store
+        wait_until("the campaign to get going", lambda: finished_count(store, ids) >= 20,
+                   timeout=60)
+        _set_read_only(pg_url, True)
+        try:
+            done_ro = finished_count(store, ids)
+            time.sleep(ro_s)
+            done_ro = finished_count(store, ids) - done_ro
+        finally:
+            _set_read_only(pg_url, False)
+        wait_final(store, ids, DEADLINE_S, launchers=launchers)
+        result = tally(name, store, ids, lockdir)
+        ro_lines = [ln for launcher in launchers for ln in launcher.text().splitlines()
+                    if "read-only" in ln]
+        print(f"\n  detail: read-only for {ro_s} s; {done_ro} task(s) finished meanwhile; "
+              f"launchers logged {len(ro_lines)} read-only warning(s)")
+        result.check()
+        assert ro_lines, "no launcher hit the read-only database: the fault did not bite"
+        assert done_ro <= 4, "tasks kept finishing: were writes really refused?"
+        assert all(launcher.proc.poll() is None for launcher in launchers)
+    finally:
+        _set_read_only(pg_url, False)
+        stop_all(launchers)
+        ex.shutdown(wait=False)
+
+
 # -- (7) eight launchers on one PostgreSQL database ------------------------------------------
 
 
