@@ -62,18 +62,6 @@ def _task_workdir(app: ShellApp, params: Mapping[str, Any], task: _tasks.TaskCon
     return site / "data" / workflow / f"{name}_{task.id}"
 
 
-def _make_private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each 0700 (Path.mkdir gives parents the
-    umask's mode)."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for p in reversed(missing):
-        try:
-            p.mkdir(mode=0o700)
-        except FileExistsError:
-            pass  # another task made it meanwhile
 
 
 def _place(src: str, dst: Path, link: bool) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 
 from . import config
 from . import tasks as _tasks
-from ._shell_run import _argv, _make_private_dirs, _place, _place_inputs, _tail, _task_workdir
+from ._shell_run import _argv, _place, _place_inputs, _tail, _task_workdir
 from ._shell_template import (
     _POINTER,
     _TOKEN,
@@ -60,6 +60,7 @@ from ._shell_template import (
     _scan_command,
 )
 from .errors import ShellCommandNotFound, ShellTaskError
+from .sitedir import private_dir
 
 #: The file in the working directory that receives the command's stdout and stderr.
 JOB_OUT = "job.out"
@@ -337,7 +338,7 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
     if task is None:
         raise RuntimeError("a shell task runs only inside a balsam_futures task")
     workdir = _task_workdir(app, params, task)
-    _make_private_dirs(workdir)
+    private_dir(workdir)
     # Inside the hooks, current_task().workdir says where the run happens.
     _tasks._set_current(dataclasses.replace(task, workdir=str(workdir)))
     _place_inputs(app, workdir, task.id)

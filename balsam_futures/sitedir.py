@@ -48,6 +48,23 @@ class Site:
         return f"sqlite:///{self.db_path}"
 
 
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` and every missing directory above it, each private to this user
+    (0700: ``mkdir(parents=True)`` and ``os.makedirs`` give the parents default modes); an
+    existing directory is left as it is, and a race with another creator is fine."""
+    path = Path(path)
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by another process
+    return path if not missing else missing[0]
+
+
 def resolve_site(path: str | os.PathLike[str] | None = None) -> Path:
     """Where the site is, by the rule above (nothing is created)."""
     if path is None:
@@ -61,13 +78,13 @@ def open_site(path: str | os.PathLike[str] | None = None) -> Site:
     site = Site(resolve_site(path))
     try:
         if not site.path.exists():
-            site.path.mkdir(mode=0o700, parents=True)
+            private_dir(site.path)
         elif not site.path.is_dir():
             raise SiteError(f"site {site.path} exists and is not a directory")
         else:
             _make_private(site.path)
         for sub in (site.data_dir, site.logs_dir):
-            sub.mkdir(mode=0o700, exist_ok=True)
+            private_dir(sub)
     except SiteError:
         raise
     except OSError as exc:

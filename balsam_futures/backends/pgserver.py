@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PostgresServerError
+from ..sitedir import private_dir
 
 DB_USER = "balsam"
 DB_NAME = "balsam"
@@ -132,7 +133,7 @@ class LocalPostgres:
             raise PostgresServerError(
                 "PostgreSQL refuses to run as root: run this as an ordinary user, or name an "
                 "unprivileged user to run the server as (--run-as postgres)")
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.path)
         if user is not None:
             entry = pwd.getpwnam(user)
             os.chown(self.path, entry.pw_uid, entry.pw_gid)

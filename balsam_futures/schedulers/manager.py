@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import SqlStore
-from ..sitedir import Site
+from ..sitedir import Site, private_dir
 from . import get_scheduler
 from .base import (
     ACTIVE_BATCH_STATES,
@@ -172,7 +172,7 @@ class BatchJobManager:
                              self.script_fields(job_id, request, log_path),
                              self.site.path / "templates")
         folder = self.site.path / "batch"
-        folder.mkdir(mode=0o700, exist_ok=True)
+        private_dir(folder)
         script = folder / f"bf-job-{job_id}.sh"
         # Private: the script may carry the store's URL (with a password).
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)

@@ -47,6 +47,7 @@ from ...serialization import (
     exception_text,
     fill_parent_results,
 )
+from ...sitedir import private_dir
 
 #: PR_SET_PDEATHSIG in <linux/prctl.h>: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -259,7 +260,7 @@ def _run_task(loader: CallLoader, task_id: int, payload: bytes, where: str,
         if parent_results:
             args, kwargs = fill_parent_results(args, kwargs, parent_results)
         if workdir is not None:
-            os.makedirs(workdir, mode=0o700, exist_ok=True)
+            private_dir(workdir)
             os.chdir(workdir)
         value = fn(*args, **kwargs)
         return (task_id, True, dump_result(value))
@@ -284,7 +285,7 @@ def _serve(loader: CallLoader, task_id: int, payload: bytes, context: dict,
 
         try:
             if task.workdir:
-                os.makedirs(task.workdir, mode=0o700, exist_ok=True)
+                private_dir(task.workdir)
             ok, blob = run_python(task, payload, env)  # env= for the MPI launcher it starts
             return (task_id, ok, blob)
         except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
