@@ -181,9 +181,10 @@ def test_a_worker_stops_mid_task_when_its_socket_closes(tmp_path):
         worker.wait()
 
 
-def test_commands_die_with_their_worker_when_it_dies_with_the_launcher(executor, tmp_path):
-    """Launcher and worker both killed outright: the worker cannot clean up, the command it
-    started dies of its own parent-death signal (worker.run_child)."""
+def test_commands_die_with_their_worker_when_it_dies_alone(executor, tmp_path):
+    """A worker killed outright (the OOM killer, say): its launcher sees it die and kills its
+    process group, the command it started included (a plain command has no parent-death
+    signal of its own: see run_child)."""
     executor.submit(ShellApp("sleep 60"))
     executor.flush()
     launcher = start_launcher(tmp_path / "site", "-n", "1")
@@ -193,13 +194,13 @@ def test_commands_die_with_their_worker_when_it_dies_with_the_launcher(executor,
                               if command_of(p) == "sleep 60"]):
             assert time.monotonic() < deadline, "the command never started"
             time.sleep(0.02)
-
-        def kill_worker_first(below):
-            os.kill(launcher.pid, signal.SIGSTOP)  # so that it cannot stop the group itself
-            for pid in below - set(sleeps):
-                os.kill(pid, signal.SIGKILL)
-
-        kill_and_check(launcher, sleeps, before_kill=kill_worker_first)
+        below = descendants(launcher.pid)
+        for pid in below - set(sleeps):
+            if command_of(pid) != "sleep 60":
+                os.kill(pid, signal.SIGKILL)  # the worker (and any helper of its task)
+        left = stray(set(sleeps), GONE_WITHIN_S)
+        assert not left, "outlived its worker: " + "; ".join(map(str, sorted(left)))
+        assert launcher.poll() is None, "the launcher should carry on"
     finally:
         if launcher.poll() is None:
             launcher.kill()

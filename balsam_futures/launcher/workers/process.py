@@ -214,13 +214,14 @@ def dies_with_this_process(sig: int) -> Callable[[], None] | None:
 def run_child(argv: Sequence[str], *, mpi: bool = False, **popen: Any) -> int:
     """Run a task's command to its end (``popen`` as for ``subprocess.run``); its exit code.
 
-    It stays in the worker's process group, which the launcher kills to stop a run, and dies
-    with the worker: SIGKILL when the worker dies (SIGTERM for an MPI launcher, which passes
-    it on to its ranks), and _orphaned stops it when the launcher dies first.  The
-    ``preexec_fn`` makes subprocess fork rather than vfork: milliseconds for a worker with a
-    large heap, against a command that would outlive a killed worker.
+    It stays in the worker's process group, which the launcher kills to stop a run or when
+    the worker dies, and which _orphaned kills when the launcher dies first.  An MPI launcher
+    also gets its own parent-death signal (SIGTERM, which it passes on to its ranks), in case
+    the worker and the launcher both die outright.  A plain command does not: the
+    ``preexec_fn`` that sets it makes subprocess fork instead of vfork, and that halved the
+    rate of short shell tasks (819 -> 359 /bin/true tasks/s with 2 workers).
     """
-    preexec = dies_with_this_process(signal.SIGTERM if mpi else signal.SIGKILL)
+    preexec = dies_with_this_process(signal.SIGTERM) if mpi else None
     proc = subprocess.Popen(list(argv), preexec_fn=preexec, **popen)
     _children[proc] = mpi
     try:
