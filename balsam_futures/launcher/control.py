@@ -73,6 +73,10 @@ RETRY_MIN, RETRY_MAX = 0.1, 10.0
 #: A resource-aware claim that finds tasks it has no room for looks this many candidates past
 #: the ones it wants, to backfill around large tasks that do not fit yet.
 CLAIM_LOOKAHEAD = 32
+#: A run's start alone is written at most this late: a run that ends sooner has its start
+#: written with its outcome, in one transaction.  Longer delays RUNNING (and a cancel's
+#: discovery that the run had begun); shorter costs short tasks a round trip each.
+START_RECORD_DELAY_S = 0.05
 #: While idle, look this often for claimable tasks too large for this launcher (and warn).
 UNFIT_CHECK_S = 30.0
 
@@ -141,6 +145,8 @@ class StoreLoop:
         #: attempt got through), and of the end of the last outage: the launcher's lease is
         #: judged from when it began trying, and peers' from when it got through again.
         self.failing_since: float | None = None
+        #: When starts were first held back waiting for outcomes to share a transaction.
+        self.starts_since: float | None = None
         self.reachable_since = 0.0
 
     def run(self) -> None:
@@ -227,6 +233,16 @@ class StoreLoop:
             want = 0
         if not (outcomes or want or started):
             return
+        if started and not outcomes and not want:
+            # Only starts to write: wait a little for their outcomes, so that a short run's
+            # start and end share one transaction (else each task cost one more round trip).
+            now = self.clock()
+            if self.starts_since is None:
+                self.starts_since = now
+            if now - self.starts_since < START_RECORD_DELAY_S:
+                self.handoff.give_back(started, [])
+                return
+        self.starts_since = None
         placer.claim_want = want
         placer.claim_depth = sizer.depth(workers)
         offer = ClaimOffer(max_nodes=placer.nodes.num_nodes, tags=self.tags,
@@ -281,12 +297,15 @@ class StoreLoop:
         self.poll = next_poll(self.poll, quiet, POLL_MIN, POLL_MAX, ACTIVE_WINDOW)
         if self.handoff.pending_outcomes() or self.pilot.stop_reason is not None:
             return
+        limit = NOTIFY_FALLBACK_POLL
+        if self.starts_since is not None:  # starts held back: write them when they are due
+            limit = max(0.0, self.starts_since + START_RECORD_DELAY_S - self.clock())
         # Asked each time: after an outage the store listens on a new connection.
         notify_fd = self.store.notify_fd()
         if notify_fd is None:
-            self.handoff.store_waker.wait(self.poll)
+            self.handoff.store_waker.wait(min(self.poll, limit))
         else:
-            self.handoff.store_waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
+            self.handoff.store_waker.wait(limit, also=[notify_fd])
 
     def write_alone(self, started: list[int], outcomes: list[TaskOutcome]) -> None:
         """After a refused round trip: starts, then each outcome in its own transaction; an

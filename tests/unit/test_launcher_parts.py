@@ -172,7 +172,8 @@ class TestStoreLoopJobs:
         assert loop.sleeps == [control.RETRY_MIN, control.RETRY_MIN * 2]
         assert loop.handoff.take() == ([3], [done(3)])
 
-    def test_after_an_outage_its_lease_is_judged_from_its_first_failed_attempt(self, loop):
+    def test_after_an_outage_its_lease_is_judged_from_its_first_failed_attempt(self, loop,
+                                                                               clock):
         loop.store.clock = FakeClock(500.0)
         loop.store.fail_with = StoreUnavailable("down")
         loop.handoff.put([3], [])
@@ -185,8 +186,25 @@ class TestStoreLoopJobs:
         assert loop.store.calls[-1][0] == "exchange" and loop.store.calls[-1][4] == 500.0
         assert loop.reachable_since == 520.0 and loop.failing_since is None
         loop.handoff.put([4], [])
+        loop.more = False
+        loop.one_pass()
+        clock.advance(2 * control.START_RECORD_DELAY_S)
         loop.one_pass()
         assert loop.store.calls[-1][4] is None  # reachable again: judged now
+
+    def test_a_start_alone_waits_briefly_for_its_outcome(self, loop, clock):
+        loop.more = False
+        loop.handoff.put([5], [])
+        loop.one_pass()
+        assert "exchange" not in loop.store.names()  # held: the outcome may come soon
+        loop.handoff.put([], [done(5)])
+        loop.one_pass()
+        assert loop.store.calls[-1][:3] == ("exchange", [5], [5])  # one transaction
+        loop.handoff.put([6], [])
+        loop.one_pass()
+        clock.advance(2 * control.START_RECORD_DELAY_S)
+        loop.one_pass()  # a long run: its start is written on its own, not much later
+        assert loop.store.calls[-1][:3] == ("exchange", [6], [])
 
     def test_a_refused_outcome_fails_only_its_own_task(self, loop):
         loop.store.reject = {5}
