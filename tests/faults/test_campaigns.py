@@ -352,6 +352,20 @@ def test_campaign_postgres_restart_through_the_cli(pg_site, tmp_path):
         ex.shutdown(wait=False)
 
 
+def get_going(ex, site, logs, name, n, lockdir, launchers, db_url=None) -> list[int]:
+    """Start two launchers with the outage lease (into ``launchers``, which the caller stops
+    whatever happens), submit the campaign and wait until it is under way; its task ids."""
+    extra = {} if db_url is None else {"db_url": db_url}
+    launchers += [start_launcher(site, logs, workers=2, lease=OUTAGE_LEASE_S, **extra)
+                  for _ in range(2)]
+    for launcher in launchers:
+        wait_started(launcher)
+    ids = campaign.submit(ex, name, n, lockdir)
+    wait_until("the campaign to get going", lambda: finished_count(ex.store, ids) >= 20,
+               timeout=60)
+    return ids
+
+
 # -- (5, 6) the site on a small tmpfs: disk full, read-only -----------------------------------
 
 
@@ -404,14 +418,8 @@ def test_campaign_disk_full(tmpfs, tmp_path):
     launchers = []
     filler = tmpfs / "filler"
     try:
-        launchers = [start_launcher(site, tmp_path / "logs", workers=2, lease=OUTAGE_LEASE_S)
-                     for _ in range(2)]
-        for launcher in launchers:
-            wait_started(launcher)
-        ids = campaign.submit(ex, name, n, lockdir)
+        ids = get_going(ex, site, tmp_path / "logs", name, n, lockdir, launchers)
         store = ex.store
-        wait_until("the campaign to get going", lambda: finished_count(store, ids) >= 20,
-                   timeout=60)
         try:
             written = fill(filler)
             st = os.statvfs(tmpfs)
@@ -446,14 +454,8 @@ def test_campaign_database_read_only(tmpfs, tmp_path):
     ex = BalsamExecutor(site=site, launcher=False)
     launchers = []
     try:
-        launchers = [start_launcher(site, tmp_path / "logs", workers=2, lease=OUTAGE_LEASE_S)
-                     for _ in range(2)]
-        for launcher in launchers:
-            wait_started(launcher)
-        ids = campaign.submit(ex, name, n, lockdir)
+        ids = get_going(ex, site, tmp_path / "logs", name, n, lockdir, launchers)
         store = ex.store
-        wait_until("the campaign to get going", lambda: finished_count(store, ids) >= 20,
-                   timeout=60)
         ro = _mount("-o", "remount,ro", tmpfs)
         if ro.returncode != 0:
             pytest.skip("the kernel refuses to remount the site's filesystem read-only while "
@@ -514,14 +516,9 @@ def test_campaign_database_read_only_on_postgres(pg_url, tmp_path):
     ex = BalsamExecutor(site=site, db_url=pg_url, launcher=False)
     launchers = []
     try:
-        launchers = [start_launcher(site, tmp_path / "logs", db_url=pg_url, workers=2,
-                                    lease=OUTAGE_LEASE_S) for _ in range(2)]
-        for launcher in launchers:
-            wait_started(launcher)
-        ids = campaign.submit(ex, name, n, lockdir)
+        ids = get_going(ex, site, tmp_path / "logs", name, n, lockdir, launchers,
+                        db_url=pg_url)
         store = ex.store
-        wait_until("the campaign to get going", lambda: finished_count(store, ids) >= 20,
-                   timeout=60)
         _set_read_only(pg_url, True)
         try:
             done_ro = finished_count(store, ids)
