@@ -21,7 +21,13 @@ import time
 import weakref
 from collections.abc import Iterable
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
 from typing import Any
 
 from ._wakeup import Waker
@@ -39,6 +45,11 @@ from .serialization import load_exception, load_result
 from .tasks import TaskState
 
 log = logging.getLogger(__name__)
+
+#: Guards the lazy creation of futures' conditions and lists (see BalsamFuture).
+_LAZY_FIELDS = threading.Lock()
+_CANCELLED_STATES = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
+_DONE_STATES = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
 
 #: Poll interval right after activity (see launcher/pilot.py for the same trade-off).
 POLL_MIN = 0.001
@@ -66,12 +77,80 @@ class BalsamFuture(Future):
     finished task returns False.  ``BalsamFuture()`` with no arguments is a plain future.
     """
 
+    # Future.__init__ gives every future a Condition (with its RLock, deque and bound
+    # methods) and two lists: about 1.6 KB, most of a future's memory, while a campaign's
+    # futures mostly just wait in the registry.  They are made on first use instead (a
+    # waiter, a callback, the result), under one lock, so that no future ever gets two.
+    __slots__ = ("_task_id", "_submitter", "_seq", "_withdrawn", "_registry", "_state",
+                 "_result", "_exception", "_cond", "_waiters_", "_callbacks")
+
     def __init__(self, task_id: int | None = None, submitter: Any = None, seq: int = 0) -> None:
-        super().__init__()
+        # Not Future.__init__: the same fields, the costly ones made lazily (see above).
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._cond: threading.Condition | None = None
+        self._waiters_: list | None = None
+        self._callbacks: list | None = None
         self._task_id = task_id
         self._submitter = submitter
         self._seq = seq
         self._withdrawn = False
+        self._registry: Registry | None = None
+
+    @property
+    def _condition(self) -> threading.Condition:
+        cond = self._cond
+        if cond is None:
+            with _LAZY_FIELDS:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    @property
+    def _waiters(self) -> list:
+        waiters = self._waiters_
+        if waiters is None:
+            with _LAZY_FIELDS:
+                waiters = self._waiters_
+                if waiters is None:
+                    waiters = self._waiters_ = []
+        return waiters
+
+    @property
+    def _done_callbacks(self) -> list:
+        callbacks = self._callbacks
+        if callbacks is None:
+            with _LAZY_FIELDS:
+                callbacks = self._callbacks
+                if callbacks is None:
+                    callbacks = self._callbacks = []
+        return callbacks
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, value: list) -> None:
+        self._callbacks = value
+
+    # State reads without the condition (one attribute read is atomic): asking whether a
+    # future is done must not build its condition.
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED_STATES
+
+    def running(self) -> bool:
+        return self._state == RUNNING
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def _invoke_callbacks(self) -> None:
+        # The registry forgets a done future here rather than through a done callback: one
+        # bound method and one list less per future.
+        registry = self._registry
+        if registry is not None:
+            registry.forget(self)
+        if self._callbacks:
+            super()._invoke_callbacks()
 
     @property
     def task_id(self) -> int | None:
@@ -129,10 +208,13 @@ class Registry:
     def add(self, futures: Iterable[BalsamFuture]) -> None:
         """Register futures; the caller holds ``lock`` while the tasks are being stored."""
         for f in futures:
+            f._registry = self  # first: a future done from now on forgets itself
             self.futures[f._task_id] = f
-            f.add_done_callback(self._forget)
+            if f.done():  # done before it was registered (cancelled): not outstanding
+                self.futures.pop(f._task_id, None)
 
-    def _forget(self, fut: Future) -> None:
+    def forget(self, fut: BalsamFuture) -> None:
+        """A future is done: it is no longer outstanding (from BalsamFuture)."""
         with self.lock:
             self.futures.pop(fut._task_id, None)
             if not self.futures:

@@ -195,9 +195,16 @@ class ParentResult:
         return f"<result of task {self.task_id}>"
 
 
+#: Types that are never futures and hold none: their calls skip the search for futures.
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
 def swap_futures(args: tuple, kwargs: dict, is_future, task_id_of) -> tuple[tuple, dict, list]:
     """Replace futures among the arguments (and one level inside lists, tuples and dicts)
     with ParentResult markers; returns the new args, kwargs and the task ids replaced."""
+    if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN
+                                                    for v in kwargs.values()):
+        return args, kwargs, []  # the common case (map over numbers, names): nothing to look in
     found: list[int] = []
 
     def swap(value):

@@ -51,6 +51,32 @@ class RawStatement:
             return merged
         return [merged[k] for k in self.order]
 
+    def params_shared(self, rows: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+                      processed: frozenset[str] = frozenset()) -> list[Any]:
+        """``params`` of many rows, each given as (values shared with other rows, its own):
+        the shared values are converted once per shared dict, not once per row (a bulk
+        insert of one ``map`` converts its options once)."""
+        procs = {k: p for k, p in self.processors.items() if k not in processed}
+        order = self.order
+        converted: dict[int, dict[str, Any]] = {}
+        out = []
+        for common, own in rows:
+            base = converted.get(id(common))
+            if base is None:
+                base = converted[id(common)] = _converted({**self.defaults, **common}, procs)
+            merged = {**base, **_converted(own, procs)}
+            out.append(merged if order is None else [merged[k] for k in order])
+        return out
+
+
+def _converted(values: dict[str, Any], procs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for key, value in values.items():
+        process = procs.get(key)
+        if process is not None and value is not None:
+            out[key] = process(value)
+    return out
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
@@ -252,8 +278,8 @@ class Connections:
 
     def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]]) -> None:
         """Insert new task rows, each given as (fields shared with other rows, its own)."""
-        self._exec_many(cur, "insert_tasks", [{**common, **own} for common, own in rows],
-                        processed=_ENCODED)
+        raw = self._stmt("insert_tasks")
+        cur.executemany(raw.sql, raw.params_shared(rows, _ENCODED))
 
     def _lock_schema(self, conn: Connection) -> None:
         """Dialect hook: serialize schema creation between processes opening a new store."""

@@ -81,16 +81,21 @@ class ExecutorOps:
         if not task_ids:
             return []
         now = self.clock()
+        done: list[int] = []
         with self._raw_write() as cur:
-            rows = self._exec_once(cur, q.lock_cancellable(list(task_ids)), {}).fetchall()
-            done = [r[0] for r in rows]
-            if done:
-                self._exec_once(cur, q.set_state(done), {"state": TaskState.CANCELLED.value,
-                                                         "now": now})
+            for ids in _chunks(list(task_ids)):
+                rows = self._exec_once(cur, q.lock_cancellable(ids), {}).fetchall()
+                if not rows:
+                    continue
+                chunk_done = [r[0] for r in rows]
+                self._exec_once(cur, q.set_state(chunk_done),
+                                {"state": TaskState.CANCELLED.value, "now": now})
                 self._insert_history(cur, [
                     {"task_id": r[0], "from_state": r[1], "to_state": TaskState.CANCELLED.value,
                      "at": now, "message": "cancelled"} for r in rows
                 ])
+                done += chunk_done
+            if done:
                 self._release_children_of(cur, done, now)
         return done
 
@@ -98,12 +103,16 @@ class ExecutorOps:
         """Kill tasks: a pending one is cancelled now; a running one is flagged, and its
         launcher stops it (KILLED) within a poll interval.  Returns the ids affected."""
         cancelled = self.cancel(task_ids)
-        rest = [i for i in task_ids if i not in set(cancelled)]
+        gone = set(cancelled)
+        rest = [i for i in task_ids if i not in gone]
         if not rest:
             return cancelled
+        flagged: list[int] = []
         with self._raw_write() as cur:
-            flagged = [r[0] for r in self._exec_once(cur, q.request_kill(rest),
-                                                     {"now": self.clock()})]
+            now = self.clock()
+            for ids in _chunks(rest):
+                flagged += [r[0] for r in self._exec_once(cur, q.request_kill(ids),
+                                                          {"now": now})]
             if flagged:
                 self._announce_claimable(cur)  # wakes launchers, which also look for kills
         return sorted(cancelled + flagged)
@@ -143,3 +152,12 @@ class ExecutorOps:
         with self._raw_read() as cur:
             return [r[0] for r in self._exec_once(
                 cur, q.select_ids_tagged(tuple(sorted(tags.items()))), {})]
+
+
+#: Ids per IN list: under SQLite's limit of bound variables (32,766) and PostgreSQL's
+#: (65,535), so that cancelling a million futures at shutdown is a few statements.
+ID_CHUNK = 10_000
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[i:i + ID_CHUNK] for i in range(0, len(ids), ID_CHUNK)]
