@@ -17,12 +17,18 @@ class Waker:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
+        # Set and not yet cleared: a byte is in the pipe, so a second set() need not write
+        # (a launcher sets its wakers several times per task; each write is a system call).
+        self._pending = False
 
     def fileno(self) -> int:
         return self._r
 
     def set(self) -> None:
         """Wake the waiter (safe from a signal handler; cheap if already set)."""
+        if self._pending:
+            return
+        self._pending = True
         try:
             os.write(self._w, b"!")
         except (BlockingIOError, OSError):
@@ -34,6 +40,9 @@ class Waker:
                 pass
         except (BlockingIOError, OSError):
             pass
+        # After the pipe is empty: a set() between the two skipped its write, and what it
+        # announces is seen by the waiter, which looks after clearing.
+        self._pending = False
 
     def wait(self, timeout: float | None, also: Sequence[int] = ()) -> list[int]:
         """Sleep until set, one of ``also`` is readable, or ``timeout``; returns what is

@@ -143,6 +143,39 @@ class BalsamFuture(Future):
     def done(self) -> bool:
         return self._state in _DONE_STATES
 
+    # A future nobody waits on has no condition yet (a waiter, a callback or result() would
+    # have made it): its result is set without making one.  _LAZY_FIELDS orders this with a
+    # waiter making the condition, who then sees the state set here.
+    def set_result(self, result: Any) -> None:
+        if not self._set_unwatched(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._set_unwatched(None, exception):
+            super().set_exception(exception)
+
+    def set_running_or_notify_cancel(self) -> bool:
+        if self._cond is None:
+            with _LAZY_FIELDS:
+                if self._cond is None and self._state == PENDING:
+                    self._state = RUNNING
+                    return True
+        return super().set_running_or_notify_cancel()
+
+    def _set_unwatched(self, result: Any, exception: BaseException | None) -> bool:
+        if self._cond is not None:
+            return False
+        with _LAZY_FIELDS:
+            if self._cond is not None:
+                return False
+            state = self._state
+            if state not in _DONE_STATES:
+                self._result, self._exception, self._state = result, exception, FINISHED
+        if state in _DONE_STATES:
+            raise InvalidStateError(f"{state}: {self!r}")
+        self._invoke_callbacks()
+        return True
+
     def _invoke_callbacks(self) -> None:
         # The registry forgets a done future here rather than through a done callback: one
         # bound method and one list less per future.

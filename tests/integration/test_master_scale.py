@@ -39,6 +39,30 @@ def test_a_waiting_future_holds_no_condition_until_it_is_used():
     assert f.result() == 7 and f.done()
 
 
+def test_a_future_run_and_finished_unwatched_stays_lean():
+    f = BalsamFuture(1, None, 1)
+    assert f.set_running_or_notify_cancel() and f.running()
+    f.set_result(5)
+    assert f._cond is None  # nobody waited: no condition was ever made
+    assert f.result() == 5
+    g = BalsamFuture(2, None, 2)
+    g.set_exception(ValueError("boom"))
+    assert g._cond is None and isinstance(g.exception(), ValueError)
+    with pytest.raises(cf.InvalidStateError):
+        g.set_result(1)
+
+
+def test_a_waiter_blocked_before_the_result_is_woken():
+    for _ in range(50):
+        f = BalsamFuture(1, None, 1)
+        got = []
+        t = threading.Thread(target=lambda f=f, got=got: got.append(f.result(timeout=30)))
+        t.start()
+        f.set_result(9)
+        t.join(30)
+        assert got == [9]
+
+
 def test_lazy_fields_are_made_once_under_races():
     for _ in range(50):
         f = BalsamFuture(1, None, 1)
