@@ -154,13 +154,20 @@ class BalsamExecutor(_cf.Executor):
                                                   mpi_launcher)
         self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
                                 owner=self, launcher=self._launcher)
-        self._submitter = Submitter(self._store, self._registry, on_written=self._watcher.wake,
+        self._submitter = Submitter(self._store, self._registry, on_written=self._written,
                                     on_broken=self._break)
         self._watcher.start()
         self._submitter.start()
         self._finisher: threading.Thread | None = None
         self._interrupted = False
         _exit.live_executors.add(self)
+
+    def _written(self) -> None:
+        """Tasks were stored (the writer thread): the watcher and the executor's own launcher
+        look at the store now rather than at their next poll."""
+        self._watcher.wake()
+        if self._launcher is not None:
+            self._launcher.nudge()
 
     def _start_launcher(self, init_blob, max_tasks_per_child, gpus,
                         mpi_launcher) -> LauncherProcess:

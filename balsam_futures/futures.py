@@ -302,12 +302,17 @@ class Watcher(threading.Thread):
                 _fail_all(self.registry.pending(), err)
         finally:
             self._waker.close()
+            if self.launcher is not None:
+                self.launcher.close_news()
 
     def _loop(self) -> None:
         poll = POLL_MIN
         last_activity = time.monotonic()
         last_check = last_sweep = 0.0
         outage = _Outage("watcher")
+        # The executor's own launcher says when it committed something (launcher/child.py):
+        # the store is read then, not at the next poll.
+        news = [self.launcher.news_fd] if self.launcher is not None else []
         try:
             deletions = self.store.deletions()
         except StoreError:
@@ -343,11 +348,14 @@ class Watcher(threading.Thread):
             notify_fd = self.store.notify_fd()
             if notify_fd is not None:
                 # The store announces changes (PostgreSQL NOTIFY): sleep until one comes.
-                self._waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd])
-                continue
-            poll = next_poll(poll, now - last_activity, POLL_MIN, POLL_MAX, ACTIVE_WINDOW)
-            if self._waker.wait(poll):
-                last_activity = time.monotonic()
+                ready = self._waker.wait(NOTIFY_FALLBACK_POLL, also=[notify_fd, *news])
+            else:
+                poll = next_poll(poll, now - last_activity, POLL_MIN, POLL_MAX, ACTIVE_WINDOW)
+                ready = self._waker.wait(poll, also=news)
+                if ready:
+                    last_activity = time.monotonic()
+            if news and news[0] in ready and not self.launcher.read_news():
+                news = []  # the launcher exited: its pipe only says EOF from now on
 
     def _fail_deleted(self, seen: int) -> int:
         """Fail the futures whose tasks were deleted from the store (``rm``), which no event

@@ -1,9 +1,11 @@
-"""``python -m balsam_futures.launcher LOGFILE``: the launcher an executor starts itself.
+"""``python -m balsam_futures.launcher LOGFILE [NEWS_FD]``: the launcher an executor starts
+itself.
 
 Its database URL and configuration arrive pickled on standard input (length-prefixed; not
 on the command line, where a password would show in ``ps``), and standard input then stays
 open: when it closes, the executor that started this launcher is gone or shut down, and the
-launcher stops.
+launcher stops; a byte on it says the executor stored tasks.  ``NEWS_FD``, inherited, is
+where the launcher says it committed starts or outcomes (see child.py).
 """
 
 import pickle
@@ -15,4 +17,5 @@ from .pilot import run_launcher
 _stdin = sys.stdin.buffer
 (_size,) = struct.unpack("!Q", _stdin.read(8))
 _db_url, _cfg = pickle.loads(_stdin.read(_size))
-run_launcher(_db_url, _cfg, control_fd=_stdin.fileno(), log_file=sys.argv[1])
+run_launcher(_db_url, _cfg, control_fd=_stdin.fileno(), log_file=sys.argv[1],
+             executor_fd=int(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -250,6 +250,8 @@ class StoreLoop:
                            fit=placer.fit, window=want + CLAIM_LOOKAHEAD)
         trip = self.store.exchange(self.lid, started, outcomes, want, offer,
                                    asked=self.failing_since)
+        if started or outcomes:
+            pilot.tell_executor()
         if trip.lost:
             # Cancelled or requeued before their start was recorded: stop those runs.
             log.info("task(s) %s were cancelled or requeued before they started here; "

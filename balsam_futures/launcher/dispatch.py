@@ -81,8 +81,11 @@ class Dispatcher:
                 handoff.put(outcomes=outcomes)
             if handoff.dispatcher_waker.fileno() in ready:
                 handoff.dispatcher_waker.clear()
-            if pilot.control_fd in ready and os.read(pilot.control_fd, 4096) == b"":
-                pilot.request_stop("the executor that started it exited")
+            if pilot.control_fd in ready:
+                if os.read(pilot.control_fd, 4096) == b"":
+                    pilot.request_stop("the executor that started it exited")
+                else:  # the executor stored tasks: the store thread looks now
+                    handoff.store_waker.set()
 
     def publish(self) -> None:
         """How many runs are going and whether all is idle, for the store thread's claim

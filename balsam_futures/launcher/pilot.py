@@ -62,6 +62,9 @@ class Pilot:
         self.db_url = db_url
         self.cfg = cfg
         self.control_fd = control_fd
+        #: Where to tell the executor that started this launcher that starts or outcomes
+        #: were committed (child.py); None for a launcher started otherwise.
+        self.executor_fd: int | None = None
         self._store = store
         self.lease = cfg.lease_seconds or config.setting("LEASE_SECONDS")
         self.stop_reason: str | None = None
@@ -94,6 +97,17 @@ class Pilot:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)
+
+    def tell_executor(self) -> None:
+        """Nudge the executor that started this launcher: its watcher reads the store now
+        instead of at its next poll.  A full pipe means it has a nudge pending already."""
+        if self.executor_fd is not None:
+            try:
+                os.write(self.executor_fd, b"!")
+            except BlockingIOError:
+                pass
+            except OSError:  # the executor is gone: nobody to tell
+                self.executor_fd = None
 
     def wall_left(self) -> float | None:
         """Seconds of wall time a newly claimed task may still use (None: no limit)."""
@@ -197,7 +211,7 @@ class Pilot:
 
 
 def run_launcher(db_url: str, cfg: LauncherConfig, *, control_fd: int | None = None,
-                 log_file: str | None = None) -> int:
+                 log_file: str | None = None, executor_fd: int | None = None) -> int:
     """Run a launcher in this process until stopped (signals, idle timeout, control pipe).
 
     ``log_file`` is created private (0600), like the database: a log names the store, tasks
@@ -213,5 +227,9 @@ def run_launcher(db_url: str, cfg: LauncherConfig, *, control_fd: int | None = N
     logging.basicConfig(level=config.setting("LOG_LEVEL").upper(), handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pilot = Pilot(db_url, cfg, control_fd=control_fd)
+    if executor_fd is not None:
+        os.set_blocking(executor_fd, False)
+        os.set_inheritable(executor_fd, False)  # not for the commands tasks start
+        pilot.executor_fd = executor_fd
     pilot.install_signals()
     return pilot.run()
