@@ -57,9 +57,16 @@ def _task_workdir(app: ShellApp, params: Mapping[str, Any], task: _tasks.TaskCon
         path = Path(task.workdir)
         _check_workdir(path)
         return path
+    return default_workdir(task)
+
+
+def default_workdir(task: _tasks.TaskContext) -> Path:
+    """Where a task without a working directory of its own runs (a shell task) or writes its
+    ``job.out`` (a Python task of a launcher that is not its executor's own child):
+    ``<site>/data/<workflow tag, or default>/<name>_<id>``."""
     site = Path(task.site) if task.site else resolve_site(None)
     workflow = _safe_name(task.tags.get("workflow", "default"))
-    return site / "data" / workflow / f"{name}_{task.id}"
+    return site / "data" / workflow / f"{_safe_name(task.name or 'task')}_{task.id}"
 
 
 

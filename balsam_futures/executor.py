@@ -190,6 +190,7 @@ class BalsamExecutor(_cf.Executor):
             site=str(site.path),
             gpu_ids=node.gpus,
             mpi_launcher=mpi_launcher,
+            inherit_output=True,
         )
         # Register the launcher here, so this executor knows its id; the child heartbeats it.
         cfg.launcher_id = self._store.register_launcher(LauncherInfo.describe(

@@ -52,6 +52,10 @@ class LauncherConfig:
     #: head's (serial mode; agents/).  None: on for a batch system's nodes, off for the
     #: local platform's virtual nodes.
     agents: bool | None = None
+    #: True for the launcher an executor starts itself: its tasks print to the executor's
+    #: terminal, as ProcessPoolExecutor's workers do.  Else a Python task's stdout and
+    #: stderr go to ``job.out`` in its working directory, as a shell task's do.
+    inherit_output: bool = False
 
     def __post_init__(self) -> None:
         if self.job_mode not in JOB_MODES:

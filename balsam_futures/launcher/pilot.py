@@ -161,10 +161,12 @@ class Pilot:
         store = self._store or open_store(self.db_url, listen="tasks")
         lid = self.launcher_id = self._register(store, specs, mpi_name)
         own = sorted(head_nodes)
+        # Sent with every task; job_out: where a Python task's output goes (config.py).
+        context = {"site": cfg.site, "db_url": self.db_url, "job_out": not cfg.inherit_output}
         pool = WorkerPool(cfg.num_workers, launcher_id=lid, init_blob=cfg.init_blob,
                           max_tasks_per_child=cfg.max_tasks_per_child,
                           env={**os.environ, **cfg.worker_env},
-                          context={"site": cfg.site, "db_url": self.db_url},
+                          context=context,
                           gpu_ids=specs[own[0]].gpus if own else ())
         agents = None
         if agent_nodes:
@@ -172,7 +174,7 @@ class Pilot:
                 agent_nodes, launcher_id=lid, mpi_launcher=mpi_name,
                 local_nodes=cfg.local_nodes, init_blob=cfg.init_blob,
                 max_tasks_per_child=cfg.max_tasks_per_child, worker_env=cfg.worker_env,
-                context={"site": cfg.site, "db_url": self.db_url})
+                context=context)
             self.workers += sum(spec.cores for _, spec in agent_nodes)
         nodes = self.placer.nodes
         log.info("launcher %d started: %d node(s), %d core(s), %d GPU(s), %d worker(s), "

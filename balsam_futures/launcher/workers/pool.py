@@ -261,6 +261,8 @@ class WorkerPool:
                    **self.context, **extra}
         if task.parent_results:
             context["parent_results"] = task.parent_results
+        if task.kind != "python":
+            context["job_out"] = False  # a shell task writes its own, in its own directory
         try:
             # send_bytes of a plain pickle: Connection.send builds a ForkingPickler per
             # message, which cost more than running a no-op task.

@@ -277,6 +277,7 @@ def _serve(loader: CallLoader, task_id: int, payload: bytes, context: dict,
            where: str) -> tuple:
     """Run one task as its context says: here, or on its ranks through the MPI launcher."""
     on_ranks = context.pop("python_on_ranks", False)
+    to_job_out = context.pop("job_out", False)
     env = context.pop("env", {})
     if context.get("workdir"):
         context["workdir"] = _tasks.resolve_workdir(context["workdir"], context.get("site"))
@@ -291,10 +292,41 @@ def _serve(loader: CallLoader, task_id: int, payload: bytes, context: dict,
             return (task_id, ok, blob)
         except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
             return (task_id, False, dump_exception(exc, f"Task {task_id} {where}"))
-    with run_environment(env):
+    with run_environment(env), (output_to_job_out(task) if to_job_out
+                                 else contextlib.nullcontext()):
         _tasks._set_current(task)
         return _run_task(loader, task_id, payload, where, context.get("parent_results"),
                          task.workdir)
+
+
+@contextlib.contextmanager
+def output_to_job_out(task: _tasks.TaskContext) -> Iterator[None]:
+    """While a Python task runs, send this worker's stdout and stderr (file descriptors 1
+    and 2: what the task and the commands it starts print) to ``job.out`` in the task's
+    working directory, else in the place a shell task's would be (``default_workdir``).
+
+    For launchers that are not an executor's own child: nobody reads their terminal (a
+    batch job's output file mixes every task's), and ``show --follow`` tails job.out.
+    """
+    from ..._shell_run import default_workdir
+    from ...apps import JOB_OUT
+
+    workdir = private_dir(task.workdir or default_workdir(task))
+    _flush_std_streams()
+    fd = os.open(workdir / JOB_OUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = (os.dup(1), os.dup(2))
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+    try:
+        yield
+    finally:
+        _flush_std_streams()  # the task's last lines belong in its own job.out
+        for target, copy in zip((1, 2), saved):
+            os.dup2(copy, target)
+            os.close(copy)
 
 
 @contextlib.contextmanager
