@@ -304,6 +304,9 @@ class ShellResult:
     return_code: int
     workdir: Path
     job_out: Path
+    #: The command line started, with its MPI launcher's part for an MPI run (mpiexec with
+    #: its hosts and ranks); also in the header of the run in ``job.out``.
+    command: str = ""
 
     def tail(self, n: int = 20) -> str:
         """The last ``n`` lines of ``job.out`` (the command's stdout and stderr)."""
@@ -360,6 +363,9 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
         one_line = rendered.replace("\n", "\\n")  # a value's newline must not end the header
         out.write(f"# balsam_futures: task {task.id} started {started} on "
                   f"{socket.gethostname()}: {one_line}\n".encode(errors="replace"))
+        command = shlex.join(argv)
+        if task.mpi:  # what was started, hosts and ranks included, for `show` and triage
+            out.write(f"# balsam_futures: MPI command: {command}\n".encode(errors="replace"))
         out.flush()
         from .launcher.workers.process import run_child
 
@@ -382,7 +388,7 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
                                        output_tail=tail, task_id=task.id)
         raise ShellTaskError(code, rendered, workdir=str(workdir), output_tail=tail,
                              task_id=task.id)
-    result = ShellResult(code, workdir, job_out)
+    result = ShellResult(code, workdir, job_out, command)
     if app.postprocess is not None:
         value = app.postprocess(ctx, result)
         if value is not None:

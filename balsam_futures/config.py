@@ -58,6 +58,13 @@ SETTINGS: dict[str, Setting] = {
                 "default lease of a launcher: silent this long, it is presumed dead and its "
                 "tasks requeued",
                 valid=_positive_finite, accepts="a finite number of seconds > 0"),
+        # Claims take the longest expected task first; one that waited this long is taken in
+        # submission order instead, so short tasks are never passed over for ever.  Smaller:
+        # more claims in submission order (worse packing); larger: a longer worst-case wait.
+        Setting("STARVATION_SECONDS", 3600.0, float,
+                "a task claimable for longer than this is claimed in submission order, ahead "
+                "of longer tasks of its priority",
+                valid=_positive_finite, accepts="a finite number of seconds > 0"),
         Setting("LOG_LEVEL", "INFO", str, "launcher log level",
                 valid=lambda v: v.upper() in LOG_LEVELS,
                 accepts="one of " + ", ".join(LOG_LEVELS) + " (any case)"),

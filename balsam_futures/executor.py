@@ -216,7 +216,8 @@ class BalsamExecutor(_cf.Executor):
 
         ``ex.options(tags={"exp": "a"}, max_retries=2, timeout=60).submit(fn, x, name=...)``
         Valid options: name, description, tags, data, resources, max_retries, timeout,
-        auto_timeout_retry, priority.
+        auto_timeout_retry, priority, workdir, depends_on, allow_parent_failure, kind (the
+        name its run time is learned under; see docs/mpi-gpus.md, "Claim order").
         """
         return _OptionsView(self, self._options.merged(**changes))
 

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import validation
 from .backends import SqlStore, open_store
 from .backends.statements import QUERY_COLUMNS, QUERY_OPS
 from .tasks import FINAL, HELD, TRANSITIONS, Resources, TaskOptions, TaskState, parse_state
+
+if TYPE_CHECKING:
+    from .explain import Explanation
+    from .triage import FailureGroup
 
 #: Fields ``update`` may set besides ``state``.
 #: How long ``delete(running=True)`` waits for launchers to stop the runs of the tasks it
@@ -210,6 +214,45 @@ class TaskQuery:
         retriable = [s.value for s in FINAL if TaskState.RESTART_READY in TRANSITIONS[s]]
         return self.filter(state__in=retriable).update(state=TaskState.RESTART_READY)
 
+    def tagged_any(self, tags: Mapping[str, Any]) -> TaskQuery:
+        """Tasks that also carry, for each key of ``tags``, its value or one of its values
+        (a list): ``--tag exp=a --tag exp=b`` matches either experiment."""
+        query = self
+        for key, value in tags.items():
+            values = [str(v) for v in value] if isinstance(value, (list, tuple, set)) \
+                else [str(value)]
+            op = "eq" if len(values) == 1 else "in"
+            query = query._with(filters=query._filters + (
+                (f"tags.{key}", op, values[0] if op == "eq" else values),))
+        return query
+
+    def failures(self) -> list[FailureGroup]:
+        """The matching FAILED tasks grouped by the cause of their failure (see
+        ``balsam_futures.triage``), largest group first.  Only failed rows are read, a page
+        at a time, so memory grows with the number of failures, not of tasks."""
+        from .triage import PAGE, group_failures
+
+        return group_failures(self._failed_rows(PAGE))
+
+    def _failed_rows(self, page: int) -> Iterator[dict[str, Any]]:
+        after = 0
+        while True:
+            rows = self.store.failed_page(self._filters, after, page)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["id"]
+
+    def failure_group(self, group: str) -> TaskQuery:
+        """The matching tasks of failure group ``group`` (a name ``failures()`` gave);
+        raises ``ValueError`` naming the groups there are when there is no such group."""
+        groups = self.failures()
+        for g in groups:
+            if g.group == group:
+                return self.filter(id__in=g.task_ids)
+        known = ", ".join(g.group for g in groups) or "none"
+        raise ValueError(f"no failure group {group!r}; groups: {known}")
+
     def cancel(self) -> int:
         """Cancel the matching tasks no launcher holds yet; returns how many."""
         return len(self.store.cancel(self.ids()))
@@ -218,6 +261,12 @@ class TaskQuery:
         """Kill the matching tasks: pending ones are cancelled, running ones stopped by their
         launchers (KILLED); returns how many were affected."""
         return len(self.store.kill(self.ids()))
+
+    def explain(self, task_id: int) -> Explanation:
+        """Why task ``task_id`` is not running, in words (see balsam_futures.explain)."""
+        from .explain import explain
+
+        return explain(self.store, task_id)
 
     def delete(self, *, running: bool = False, kill_wait: float = KILL_WAIT_S) -> int:
         """Delete the matching tasks and their history.  Tasks a launcher holds (CLAIMED or

@@ -3,6 +3,8 @@
     <site>/balsam.db     the embedded task store (SQLite), mode 0600
     <site>/data/         task working directories
     <site>/logs/         launcher logs
+    <site>/postgres/     the site's own PostgreSQL (``balsam-futures db start``) and its
+                         pgpass file, 0600, when it listens on TCP
 
 The site is ``site=`` when given, else ``$BALSAM_FUTURES_SITE``, else ``./.balsam_futures``.
 The store is ``db_url=`` when given, else ``$BALSAM_FUTURES_DB_URL``, else the site's
@@ -46,6 +48,11 @@ class Site:
     @property
     def db_url(self) -> str:
         return f"sqlite:///{self.db_path}"
+
+    @property
+    def pgpass_file(self) -> Path:
+        """The password of the site's own PostgreSQL on TCP (``db start --listen``)."""
+        return self.path / "postgres" / "pgpass"
 
 
 def private_dir(path: str | os.PathLike[str]) -> Path:

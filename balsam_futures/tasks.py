@@ -196,12 +196,17 @@ class TaskOptions:
     depends_on: Sequence[Any] = ()
     #: Run even if a task in ``depends_on`` fails (else this one fails with DependencyError).
     allow_parent_failure: bool = False
+    #: The kind its run time is learned and estimated under (default: the task's name); see
+    #: docs/mpi-gpus.md, "Claim order".
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         # Everything the task store would refuse is refused here, before the writer thread
         # stores it with other tasks in one transaction (see validation.py).
         if self.name is not None:
             validation.check_name(self.name)
+        if self.kind is not None:
+            validation.check_name(self.kind, "kind")
         validation.check_text("description", self.description)
         validation.check_tags(self.tags)
         validation.check_data(self.data)

@@ -37,19 +37,23 @@ class Profile:
     def bin_seconds(self) -> float:
         return (self.end - self.start) / max(1, len(self.times))
 
+    # Busy is capped by held in every bin: a run recorded past its launcher's last heartbeat
+    # (or by a launcher with no node record) must not read as more than 100 %.
     def node_utilization(self) -> list[float]:
-        return [b / t if t else 0.0 for b, t in zip(self.busy_nodes, self.total_nodes)]
+        return [min(b, t) / t if t else 0.0 for b, t in zip(self.busy_nodes, self.total_nodes)]
 
     def gpu_utilization(self) -> list[float]:
-        return [b / t if t else 0.0 for b, t in zip(self.busy_gpus, self.total_gpus)]
+        return [min(b, t) / t if t else 0.0 for b, t in zip(self.busy_gpus, self.total_gpus)]
 
     def mean_node_utilization(self) -> float:
         held = sum(self.total_nodes)
-        return sum(self.busy_nodes) / held if held else 0.0
+        busy = sum(min(b, t) for b, t in zip(self.busy_nodes, self.total_nodes))
+        return busy / held if held else 0.0
 
     def mean_gpu_utilization(self) -> float:
         held = sum(self.total_gpus)
-        return sum(self.busy_gpus) / held if held else 0.0
+        busy = sum(min(b, t) for b, t in zip(self.busy_gpus, self.total_gpus))
+        return busy / held if held else 0.0
 
     def throughput(self) -> float:
         """Runs finished per second over the whole span."""
@@ -77,6 +81,37 @@ def _spread(values: list[float], start: float, width: float, a: float, b: float,
             values[i] += weight * overlap / width
 
 
+def _node_shapes(launchers: Sequence[dict[str, Any]]) -> dict[tuple[int, str], tuple[int, int]]:
+    """(cores, GPUs) of each node, by (launcher id, hostname), from the launchers' records."""
+    shapes = {}
+    for launcher in launchers:
+        for n in launcher["info"].get("nodes") or []:
+            shapes[(launcher.get("id"), n.get("hostname"))] = (int(n.get("cores") or 0),
+                                                               len(n.get("gpus") or ()))
+    return shapes
+
+
+def run_node_share(run: dict[str, Any], shapes: dict[tuple[int, str], tuple[int, int]]
+                   ) -> float:
+    """Node-equivalents a run held: on each of its nodes, the share that binds (its packing
+    share, its cores of the node's cores, or its GPUs of the node's GPUs), counted once and
+    never more than the whole node."""
+    hosts = run.get("hosts") or []
+    gpus = run.get("gpus") or []
+    if not hosts:
+        return min(1.0, run["node_share"]) * run["num_nodes"]
+    total = 0.0
+    for k, host in enumerate(hosts):
+        cores, node_gpus = shapes.get((run.get("launcher_id"), host), (0, 0))
+        share = run["node_share"]
+        if cores:
+            share = max(share, run["cores"] / cores)
+        if node_gpus and k < len(gpus):
+            share = max(share, len(gpus[k]) / node_gpus)
+        total += min(1.0, share)
+    return total
+
+
 def build_profile(runs: Sequence[dict[str, Any]], launchers: Sequence[dict[str, Any]],
                   start: float | None = None, end: float | None = None,
                   bins: int = 100) -> Profile:
@@ -93,9 +128,10 @@ def build_profile(runs: Sequence[dict[str, Any]], launchers: Sequence[dict[str, 
     for name in ("busy_nodes", "total_nodes", "busy_gpus", "total_gpus"):
         setattr(prof, name, [0.0] * bins)
     prof.finished = [0] * bins
+    shapes = _node_shapes(launchers)
     for r in runs:
         _spread(prof.busy_nodes, start, width, r["started_at"], r["ended_at"],
-                r["num_nodes"] * r["node_share"])
+                run_node_share(r, shapes))
         _spread(prof.busy_gpus, start, width, r["started_at"], r["ended_at"],
                 sum(len(g) for g in r["gpus"]))
         if start <= r["ended_at"] <= end and width > 0:

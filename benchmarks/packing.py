@@ -57,7 +57,8 @@ def work_of(res: Resources, seconds: float, gpus_per_node: int) -> float:
     """Node-seconds: whole nodes for MPI tasks, a GPU's share of a node otherwise."""
     if res.num_nodes > 1:
         return res.num_nodes * seconds
-    return seconds * max(res.gpus_per_node / gpus_per_node, res.ranks_per_node / 64)
+    packed = 1 / res.node_packing_count if res.node_packing_count else 0.0
+    return seconds * max(res.gpus_per_node / gpus_per_node, res.ranks_per_node / 64, packed)
 
 
 def simulate(tasks, nodes: int, gpus: int, backfill: bool, window: int) -> dict:
@@ -112,6 +113,209 @@ def simulate(tasks, nodes: int, gpus: int, backfill: bool, window: int) -> dict:
             "us_per_placement": 1e6 * place_time / max(1, placements)}
 
 
+# -- campaigns: claim order from learned run-time estimates ------------------------------------
+#
+#     python benchmarks/packing.py --campaigns [--seeds 1,2,3] [--only NAME]
+#
+# Each campaign is a seeded list of tasks, each of a *kind* (one resource shape, a mean run
+# time; a run lasts mean x U(0.8, 1.2)), some with a timeout.  Two orders walk the queue with
+# the same backfill as the launcher (the first ``window`` tasks of the queue, every one that
+# fits now is started):
+#
+# - **first-fit**: submission order (what the launcher did before run-time estimates);
+# - **longest expected first**: the launcher's claim order (``claim_order_key``, shared with the
+#   store), each task's expected run time being its kind's 90th percentile over earlier runs
+#   of that kind (``estimates.quantile`` over the same sliding window), else its timeout,
+#   else unknown.  True run times are never shown to the policy.
+#
+# The figure is the lower bound's fraction of the makespan (see lower_bound).
+
+from balsam_futures.backends.estimates import (  # noqa: E402
+    claim_order_key,
+    quantile,
+    updated_window,
+)
+
+
+class Kind:
+    """One kind of task in a campaign: its shape, mean run time and timeout (None: none)."""
+
+    def __init__(self, name: str, res: Resources, mean_s: float,
+                 timeout: float | None = None) -> None:
+        self.name, self.res, self.mean_s, self.timeout = name, res, mean_s, timeout
+
+
+def _mixed(rng: random.Random) -> tuple[int, list[Kind], list[int], int]:
+    """512 nodes x 4 GPUs: MPI runs of 1-64 nodes (2-20 min, with a timeout of 1.5-3x their
+    mean) among one-GPU tasks of 0.5-10 min (no timeout)."""
+    kinds = [Kind(f"mpi{n}-{c}", Resources(num_nodes=n, ranks_per_node=4, gpus_per_rank=1),
+                  m := rng.uniform(120, 1200), m * rng.uniform(1.5, 3.0))
+             for n in MPI_SIZES for c in range(2)]
+    kinds += [Kind(f"gpu{c}", Resources(gpus_per_rank=1), rng.uniform(30, 600))
+              for c in range(12)]
+    mpi = [rng.randrange(14) for _ in range(400)]
+    gpu = [14 + rng.randrange(12) for _ in range(12000)]
+    order = mpi + gpu
+    rng.shuffle(order)
+    return 512, kinds, order, 0
+
+
+def _big_small(rng: random.Random) -> tuple[int, list[Kind], list[int], int]:
+    """128 nodes: 24 jobs of 8-128 whole nodes (5-30 min, with a timeout of twice their
+    mean) among 6,000 one-node tasks (1-10 min, no timeout): the large jobs are about a
+    third of the work."""
+    kinds = [Kind(f"big{n}", Resources(num_nodes=n, node_packing_count=1),
+                  m := rng.uniform(300, 1800), 2 * m) for n in (8, 16, 32, 64, 128)]
+    kinds += [Kind(f"one{c}", Resources(node_packing_count=1), rng.uniform(60, 600))
+              for c in range(10)]
+    order = [rng.randrange(5) for _ in range(24)] + [5 + rng.randrange(10) for _ in range(6000)]
+    rng.shuffle(order)
+    return 128, kinds, order, 0
+
+
+def _gpu_search(rng: random.Random) -> tuple[int, list[Kind], list[int], int]:
+    """64 nodes x 4 GPUs: a hyper-parameter search, 10,000 one-GPU tasks of 1-10 min in 20
+    kinds (configurations), no timeouts."""
+    kinds = [Kind(f"cfg{c}", Resources(gpus_per_rank=1), rng.uniform(60, 600))
+             for c in range(20)]
+    return 64, kinds, [rng.randrange(20) for _ in range(10000)], 0
+
+
+def _closed_loop(rng: random.Random) -> tuple[int, list[Kind], list[int], int]:
+    """64 nodes x 4 GPUs, a closed loop: 512 tasks queued at first, and each completion
+    submits the next (6,000 in all): one-GPU tasks of 1-10 min and 2-16 node runs."""
+    kinds = [Kind(f"gpu{c}", Resources(gpus_per_rank=1), rng.uniform(60, 600))
+             for c in range(10)]
+    kinds += [Kind(f"mpi{n}", Resources(num_nodes=n, ranks_per_node=4, gpus_per_rank=1),
+                   rng.uniform(300, 1200)) for n in (2, 4, 8, 16)]
+    order = [rng.randrange(10) if rng.random() < 0.97 else 10 + rng.randrange(4)
+             for _ in range(6000)]
+    return 64, kinds, order, 512
+
+
+CAMPAIGNS = {"mixed-mpi-gpu": _mixed, "big-among-small": _big_small,
+             "gpu-search": _gpu_search, "closed-loop": _closed_loop}
+
+
+def longest_first(nodes: int, kinds: list[Kind], order: list[int], durations: list[float],
+                  initial: int, window: int, gpus: int = 4) -> float:
+    """Simulate one campaign in the launcher's claim order; returns the lower bound's
+    fraction of the makespan.  ``initial`` > 0: only that many tasks are queued at first,
+    and each completion submits the next."""
+    pool = NodePool([NodeSpec(f"n{i}", 64, tuple(str(g) for g in range(gpus)))
+                     for i in range(nodes)])
+    # Tasks queue per kind (one shape each), oldest first: the claim order is the kinds'
+    # queues merged by claim_order_key of their heads.
+    queues: list[deque[int]] = [deque() for _ in kinds]
+    samples: list[list[float]] = [[] for _ in kinds]
+    submitted = initial or len(order)
+    for task in range(submitted):
+        queues[order[task]].append(task)
+    running: list[tuple[float, int, object]] = []
+    now = 0.0
+
+    def expected(k: int) -> float:
+        # What the store knows: the kind's p90 over its earlier runs, else the timeout.
+        return quantile(samples[k], 0.9) if samples[k] else (kinds[k].timeout or 0.0)
+
+    while running or any(queues):
+        heads = [k for k in range(len(kinds)) if queues[k]]
+        heads.sort(key=lambda k: claim_order_key(0, expected(k), queues[k][0]))
+        seen = 0
+        for k in heads:
+            if seen >= window:
+                break
+            q = queues[k]
+            while q and seen < window:
+                placed = pool.place(kinds[k].res)
+                seen += 1
+                if placed is None:
+                    # The rest of this kind cannot fit either, but fills the claim window.
+                    seen += len(q) - 1
+                    break
+                task = q.popleft()
+                heapq.heappush(running, (now + durations[task], task, placed))
+        if not running:
+            raise RuntimeError("a task can never fit")
+        now, task, placed = heapq.heappop(running)
+        ended = [(task, placed)]
+        while running and running[0][0] <= now:
+            _end, t2, p2 = heapq.heappop(running)
+            ended.append((t2, p2))
+        for task, placed in ended:
+            pool.release(placed)
+            k = order[task]
+            samples[k] = updated_window(samples[k], [durations[task]])
+            if initial and submitted < len(order):
+                queues[order[submitted]].append(submitted)
+                submitted += 1
+    return lower_bound(nodes, kinds, order, durations, gpus) / now
+
+
+def lower_bound(nodes: int, kinds: list[Kind], order: list[int], durations: list[float],
+                gpus: int) -> float:
+    """No schedule ends sooner: the work over the nodes, the longest run, and the runs of
+    more than half the nodes one after another (no two of them overlap)."""
+    total = sum(work_of(kinds[k].res, durations[t], gpus) for t, k in enumerate(order))
+    wide = sum(durations[t] for t, k in enumerate(order) if 2 * kinds[k].res.num_nodes > nodes)
+    return max(total / nodes, max(durations), wide)
+
+
+def first_fit(nodes: int, kinds: list[Kind], order: list[int], durations: list[float],
+              initial: int, window: int, gpus: int = 4) -> float:
+    """Plain first-fit backfill in submission order (the launcher before estimates)."""
+    pool = NodePool([NodeSpec(f"n{i}", 64, tuple(str(g) for g in range(gpus)))
+                     for i in range(nodes)])
+    submitted = initial or len(order)
+    queue = list(range(submitted))
+    running: list[tuple[float, int, object]] = []
+    now = 0.0
+    while queue or running:
+        failed: set[int] = set()
+        taken: set[int] = set()
+        for k, task in enumerate(queue):
+            if k >= window:
+                break
+            kind = order[task]
+            if kind in failed:
+                continue
+            placed = pool.place(kinds[kind].res)
+            if placed is None:
+                failed.add(kind)
+                continue
+            heapq.heappush(running, (now + durations[task], task, placed))
+            taken.add(task)
+        if taken:
+            queue = [t for t in queue if t not in taken]
+        if not running:
+            raise RuntimeError("a task can never fit")
+        now, task, placed = heapq.heappop(running)
+        ended = [placed]
+        while running and running[0][0] <= now:
+            ended.append(heapq.heappop(running)[2])
+        for placed in ended:
+            pool.release(placed)
+            if initial and submitted < len(order):
+                queue.append(submitted)
+                submitted += 1
+    return lower_bound(nodes, kinds, order, durations, gpus) / now
+
+
+def campaigns_main(seeds: list[int], only: str | None, window: int) -> None:
+    print(f"{'campaign':<18}{'seed':>5}{'tasks':>7}{'first-fit':>11}{'longest first':>15}")
+    for name, build in CAMPAIGNS.items():
+        if only and name != only:
+            continue
+        for seed in seeds:
+            rng = random.Random(seed)
+            nodes, kinds, order, initial = build(rng)
+            durations = [kinds[k].mean_s * rng.uniform(0.8, 1.2) for k in order]
+            plain = first_fit(nodes, kinds, order, durations, initial, window)
+            ours = longest_first(nodes, kinds, order, durations, initial, window)
+            print(f"{name:<18}{seed:>5}{len(order):>7}{plain:>10.1%}{ours:>14.1%}"
+                  + ("" if ours >= plain else "  (below first-fit)"), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=512)
@@ -123,7 +327,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--largest-first", action="store_true",
                     help="queue in decreasing size (as priority=num_nodes would claim them)")
+    ap.add_argument("--campaigns", action="store_true",
+                    help="the seeded campaigns instead: first-fit against longest expected "
+                         "first, with run times learned per kind (see CAMPAIGNS)")
+    ap.add_argument("--seeds", default="1,2,3", help="with --campaigns: comma-separated seeds")
+    ap.add_argument("--only", choices=sorted(CAMPAIGNS), default=None,
+                    help="with --campaigns: one campaign")
     args = ap.parse_args()
+    if args.campaigns:
+        campaigns_main([int(x) for x in args.seeds.split(",")], args.only, args.window)
+        return
     tasks = workload(random.Random(args.seed), args.gpu_tasks, args.mpi_tasks)
     if args.largest_first:
         tasks.sort(key=lambda t: -t[0].num_nodes)

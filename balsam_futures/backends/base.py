@@ -26,6 +26,7 @@ transactions, and tell that something changed.
     dependencies.py   releasing tasks that wait for their parents
     task_queries.py   the store side of balsam_futures.query and the CLI's reads
     batchjobs.py      batch jobs and the backlog the queue service reads
+    estimates.py      run-time estimates per kind, and the claim order that uses them
     statements/       every SQL statement, by name
 """
 
@@ -42,6 +43,7 @@ from . import statements as q
 from .batchjobs import BatchJobs
 from .connection import Connections
 from .dependencies import Dependencies
+from .estimates import Estimates
 from .executor_ops import ExecutorOps
 from .launcher_ops import LauncherOps
 from .leases import Leases
@@ -62,7 +64,7 @@ APP_NAME = "balsam_futures"
 
 
 class SqlStore(Connections, ExecutorOps, LauncherOps, Leases, Dependencies, TaskQueries,
-               BatchJobs):
+               BatchJobs, Estimates):
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
 
     dialect_name = "generic"
@@ -98,6 +100,7 @@ class SqlStore(Connections, ExecutorOps, LauncherOps, Leases, Dependencies, Task
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "deletions", "value": "0"},
                     {"key": "blocked_until", "value": "0"},
+                    {"key": "estimated_through", "value": "0"},
                 ])
                 return
             found = dict(conn.execute(q.read_meta()).all())

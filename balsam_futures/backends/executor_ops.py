@@ -44,6 +44,10 @@ class ExecutorOps:
                     "gpus_per_rank": r.gpus_per_rank,
                     "node_packing_count": r.node_packing_count,
                     "wall_time_s": o.timeout,
+                    # Run-time estimates (estimates.py): the kind= label, and the timeout
+                    # as the expected run time until a claim fills in the kind's estimate.
+                    "label": o.kind,
+                    "expected_s": o.timeout or 0.0,
                     "max_retries": o.max_retries,
                     "num_restarts": 0,
                     "auto_timeout_retry": o.auto_timeout_retry,

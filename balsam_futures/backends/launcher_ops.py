@@ -133,8 +133,12 @@ class LauncherOps:
                 if outcomes:
                     self._record(cur, launcher_id, outcomes, now, history,
                                  claimed_first=ended.intersection(started))
-                rows = self._claim_rows(cur, launcher_id, limit, offer, now) \
-                    if limit > 0 else []
+                rows = []
+                if limit > 0:
+                    # Expected run times of new tasks, and the starvation guard (estimates.py).
+                    rows = self._claim_rows(cur, launcher_id, limit,
+                                            self._prepare_claim(cur, offer, now), now)
+                    self._remember_keys(rows, _NAME, _LABEL)
                 history += [{"task_id": r[0], "from_state": r[1],
                              "to_state": TaskState.CLAIMED.value, "at": now,
                              "message": f"claimed by launcher {launcher_id}"} for r in rows]
@@ -152,7 +156,7 @@ class LauncherOps:
     def _claimed_task(self, row: tuple, parents: dict[int, dict[int, bytes | None]]
                       ) -> ClaimedTask:
         fields = dict(zip(_CLAIM_NAMES, row))
-        del fields["state"]
+        del fields["state"], fields["label"]
         fields["tags"] = self._decode_json(fields["tags"])
         fields["data"] = self._decode_json(fields["data"])
         fields["payload"] = _blob(fields["payload"])
@@ -202,6 +206,7 @@ class LauncherOps:
         if len(kept) != len(outcomes):
             log.warning("launcher %s: %d outcome(s) dropped (task no longer held, or sent "
                         "twice)", launcher_id, len(outcomes) - len(kept))
+        self._learn(cur, kept, now)  # run-time estimates (estimates.py)
         runs = [o for o in kept if o.run is not None]
         if runs:
             # Most runs of a launcher share a few placements: encode each JSON value once.
@@ -245,6 +250,8 @@ class LauncherOps:
 _CLAIM_NAMES = [c.name for c in q.CLAIM_COLUMNS]
 #: Where num_parents sits in a claim row (a launcher fetches parents' results only if > 0).
 _NUM_PARENTS = _CLAIM_NAMES.index("num_parents")
+#: Where the name and the ``kind=`` label sit: a claimed task's estimate key.
+_NAME, _LABEL = _CLAIM_NAMES.index("name"), _CLAIM_NAMES.index("label")
 
 
 class _ClaimRow:

@@ -32,6 +32,7 @@ from ..errors import StoreUnavailable
 from . import redact_url
 from . import statements as q
 from .base import ClaimOffer, SqlStore
+from .estimates import claim_order_key
 
 #: Rows per round trip in bulk statements.
 PAGE_SIZE = 1000
@@ -146,9 +147,10 @@ class PostgresStore(SqlStore):
         if offer.max_wall_s is not None:
             values["max_wall"] = offer.max_wall_s
         rows = self._exec(cur, "pg_claim", values, *offer.statement_key()).fetchall()
-        # RETURNING gives no order: restore claim order (priority, then id).
-        rows.sort(key=lambda r: (-r[-1], r[0]))
-        rows = [r[:-1] for r in rows]
+        # RETURNING gives no order: restore claim order (priority, longest expected first
+        # unless the starvation guard asked for submission order, then id).
+        rows.sort(key=lambda r: claim_order_key(r[-2], r[-1], r[0], offer.by_submission))
+        rows = [r[:-2] for r in rows]
         if offer.fit is None or not rows:
             return rows
         # Resource-aware: usually every task claimed fits (one statement, as above).  If some

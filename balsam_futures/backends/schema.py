@@ -68,6 +68,14 @@ tasks = Table(
     Column("return_code", Integer),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Run-time estimates (version 4).  ``label``: the ``kind=`` option, when given; a task's
+    # estimate key is its label, else its name (see estimate_key).  ``expected_s``: its
+    # expected run time: its timeout when created; its kind's high quantile once a claim
+    # has seen it (estimates.py), refreshed when that estimate moves.  0 means unknown: it
+    # sorts last, and a column without NULLs sorts the same on both dialects (SQLite has no
+    # NULLS LAST in an index).
+    Column("label", String(256)),
+    Column("expected_s", Float, nullable=False, default=0.0),
     # Never reuse the id of a deleted task: futures and history refer to tasks by id.
     sqlite_autoincrement=True,
 )
@@ -79,6 +87,17 @@ _claimable = tasks.c.state.in_(
 Index(
     "ix_bf_tasks_claim",
     tasks.c.priority.desc(),
+    tasks.c.id,
+    sqlite_where=_claimable,
+    postgresql_where=_claimable,
+)
+# Version 4: claim order.  Within a priority, longest expected run first, unknown last, then
+# submission order; the same partial index keeps a claim reading its first N entries.  The
+# index above stays: the starvation guard reads the oldest claimable task from it.
+Index(
+    "ix_bf_tasks_order",
+    tasks.c.priority.desc(),
+    tasks.c.expected_s.desc(),
     tasks.c.id,
     sqlite_where=_claimable,
     postgresql_where=_claimable,
@@ -177,3 +196,28 @@ batch_jobs = Table(
     sqlite_autoincrement=True,
 )
 Index("ix_bf_batch_jobs_state", batch_jobs.c.state)
+
+
+# -- schema version 4 -------------------------------------------------------------------------
+
+kinds = Table(
+    "bf_kinds",
+    metadata,
+    # Run-time estimates, one row per kind of task (estimate key), learned from its finished
+    # runs in the transaction that records them: the last RESERVOIR durations (a bounded,
+    # sliding window: it follows a kind whose run time drifts), their median and 90th
+    # percentile, and how many runs were ever counted.
+    Column("key", String(256), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("median_s", Float, nullable=False),
+    Column("p90_s", Float, nullable=False),
+    Column("samples", Text, nullable=False),  # JSON list of the window's durations
+    Column("updated_at", Float, nullable=False),
+)
+
+
+def estimate_key(table=tasks):
+    """The SQL expression of a task's estimate key: its ``kind=`` label, else its name."""
+    from sqlalchemy import func
+
+    return func.coalesce(table.c.label, table.c.name)

@@ -10,6 +10,7 @@ from typing import Any
 from ..tasks import CLAIMABLE, FINAL, HELD, TaskState, sources
 from . import statements as q
 from .connection import BULK_CHUNK, _blob
+from .statements import task_queries as tq
 
 
 class TaskQueries:
@@ -129,9 +130,41 @@ class TaskQueries:
         with self._raw_read() as cur:
             rows = self._exec(cur, "select_runs", {"start": start, "end": end}).fetchall()
         out = []
+        # Most runs share a few placements: decode each distinct JSON text once (a fresh
+        # copy per run, so a caller may change its own).
+        decoded: dict[Any, Any] = {}
         for r in rows:
             run = dict(zip(names, r))
-            run["hosts"] = self._decode_json(run["hosts"])
-            run["gpus"] = self._decode_json(run["gpus"])
+            for key in ("hosts", "gpus"):
+                raw = run[key]
+                if not isinstance(raw, str):  # a driver that decodes JSON itself
+                    run[key] = self._decode_json(raw)
+                    continue
+                if raw not in decoded:
+                    decoded[raw] = self._decode_json(raw)
+                value = decoded[raw]
+                run[key] = [list(v) if isinstance(v, list) else v for v in value]
             out.append(run)
         return out
+
+    def task_payload(self, task_id: int) -> tuple[str, bytes] | None:
+        """(kind, payload) of task ``task_id``, None if there is no such task."""
+        with self._raw_read() as cur:
+            row = self._exec_once(cur, tq.select_payload(task_id), {}).fetchone()
+        return None if row is None else (row[0], _blob(row[1]))
+
+    def failed_page(self, filters: tuple, after: int, limit: int) -> list[dict[str, Any]]:
+        """FAILED tasks matching ``filters`` with id > ``after``, the first ``limit`` by id:
+        id, error (packed), updated_at.  The failure triage reads them page by page."""
+        with self._raw_read() as cur:
+            rows = self._exec_once(cur, tq.query_failed_page(filters, limit),
+                                   {"after": after}).fetchall()
+        return [{"id": r[0], "error": _blob(r[1]), "updated_at": r[2]} for r in rows]
+
+    def slowest_names(self, since: float, limit: int = 10) -> list[dict[str, Any]]:
+        """Task names whose runs that ended since ``since`` took longest on average: name,
+        runs, mean_s, max_s."""
+        with self._raw_read() as cur:
+            rows = self._exec_once(cur, tq.select_slowest_names(),
+                                   {"since": since, "limit": limit}).fetchall()
+        return [{"name": r[0], "runs": r[1], "mean_s": r[2], "max_s": r[3]} for r in rows]

@@ -5,7 +5,17 @@ One module per group of commands; each registers its commands on ``main``.
 
 from __future__ import annotations
 
-from . import db, launcher, queue, site, stats, tasks  # noqa: F401  (they register their commands)
+from . import (  # noqa: F401  (they register their commands)
+    db,
+    explain,
+    failures,
+    launcher,
+    queue,
+    site,
+    stats,
+    tasks,
+    web,
+)
 from .main import main
 
 __all__ = ["main"]

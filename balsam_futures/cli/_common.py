@@ -49,6 +49,17 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
+def parse_tag_choices(values: tuple[str, ...]) -> dict[str, str | tuple[str, ...]]:
+    """``--tag`` options where a key given twice matches either value: a key's one value,
+    or a tuple of its values (in the order given)."""
+    choices: dict[str, list[str]] = {}
+    for item in values:
+        key, value = next(iter(parse_tags((item,)).items()))
+        if value not in choices.setdefault(key, []):
+            choices[key].append(value)
+    return {k: v[0] if len(v) == 1 else tuple(v) for k, v in choices.items()}
+
+
 SITE_OPTION = click.option(
     "--site", type=click.Path(file_okay=False), default=None,
     help="Site directory (default: $BALSAM_FUTURES_SITE or ./.balsam_futures).")

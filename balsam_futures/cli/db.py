@@ -31,9 +31,34 @@ _run_as_option = click.option("--run-as", default=None, metavar="USER",
 @db.command("start")
 @SITE_OPTION
 @_run_as_option
-def db_start(site, run_as) -> None:
-    """Create (first time) and start the site's server; print its URL."""
-    click.echo(_pg(site, run_as).start())
+@click.option("--listen", default=None, metavar="HOST[:PORT]",
+              help="Listen on TCP too, at this address of this machine (0.0.0.0: every "
+                   "interface), for "
+                   "launchers on other nodes: scram-sha-256 passwords only, the generated "
+                   "password kept in the site's pgpass file (`balsam-futures env` points "
+                   "PGPASSFILE at it).  Kept by later starts.")
+@click.option("--allow", default=None, metavar="NETWORK",
+              help="With --listen: the clients' network allowed on TCP, e.g. 10.0.0.0/16 "
+                   "(default: the --listen address alone; required with --listen 0.0.0.0).")
+@click.option("--unix-only", is_flag=True, default=False,
+              help="Stop listening on TCP (forget an earlier --listen).")
+def db_start(site, run_as, listen, allow, unix_only) -> None:
+    """Create (first time) and start the site's server; print its URL (never a password)."""
+    from ..backends.pgserver import Listen
+
+    if allow is not None and listen is None:
+        raise click.UsageError("--allow goes with --listen HOST[:PORT]")
+    if unix_only and listen is not None:
+        raise click.UsageError("--unix-only and --listen contradict each other")
+    try:
+        where = Listen.parse(listen, allow) if listen is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen/--allow") from None
+    server = _pg(site, run_as)
+    click.echo(server.start(where, unix_only=unix_only))
+    if server.listening() is not None:
+        click.echo(f"password in {server.pgpass_file}: use it with "
+                   f"eval \"$(balsam-futures env {server.path.parent})\"", err=True)
 
 
 @db.command("stop")
@@ -54,7 +79,7 @@ def db_status(site, run_as) -> None:
     if not server.running():
         click.echo("stopped")
         sys.exit(3)
-    click.echo(f"running: {server.url()}")
+    click.echo(f"running: {server.tcp_url() or server.url()}")
 
 
 @db.command("upgrade")

@@ -9,7 +9,7 @@ from ._common import (
     MPI_LAUNCHERS,
     PLATFORMS,
     STORE_OPTIONS,
-    parse_tags,
+    parse_tag_choices,
     with_options,
 )
 from .main import main
@@ -20,7 +20,8 @@ from .main import main
 @click.option("-n", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: CPUs of this machine).")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="KEY=VALUE",
-              help="Serve only tasks with this tag (repeatable).")
+              help="Serve only tasks with this tag (repeatable: a key given twice "
+                   "serves either value).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds with nothing to run.")
 @click.option("--lease", type=click.FloatRange(min=1), default=None,
@@ -50,9 +51,15 @@ from .main import main
               help="serial mode: run one-rank tasks on the other nodes in warm workers of a "
                    "per-node agent (started with the MPI launcher) instead of one MPI launch "
                    "each (default: on for a batch system's nodes, off for --nodes).")
+@click.option("--simulate", is_flag=True, default=False,
+              help="Simulated execution, for benchmarks and capacity planning: runs start "
+                   "no process; each lasts the seconds in its task's data['sim_seconds'] "
+                   "(default 0) and returns data['sim_result'] (default None), or raises if "
+                   "data['sim_fail'] is set.  Claims, placement on the nodes (--nodes, "
+                   "--cores-per-node, --gpus-per-node) and every store write are real.")
 def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, num_nodes,
              cores_per_node, gpus_per_node, job_mode, mpi_launcher, wall_time_min,
-             batch_job_id, agents) -> None:
+             batch_job_id, agents, simulate) -> None:
     """Start a launcher here: claim tasks from the store and run them until stopped."""
     from ..launcher.allocation import default_workers, find_allocation
     from ..launcher.config import LauncherConfig
@@ -67,11 +74,11 @@ def launcher(site, db_url, workers, tags, idle_timeout, lease, gpus, platform, n
     if workers is None:
         workers = default_workers(nodes, local, job_mode, agents)
     cfg = LauncherConfig(num_workers=workers,
-                         tags=parse_tags(tags), idle_timeout=idle_timeout,
+                         tags=parse_tag_choices(tags), idle_timeout=idle_timeout,
                          lease_seconds=lease, site=str(the_site.path),
                          gpu_ids=None if gpus is None else tuple(map(str, range(gpus))),
                          nodes=nodes, local_nodes=local, job_mode=job_mode,
                          mpi_launcher=mpi_launcher, wall_time_min=wall_time_min,
-                         batch_job_id=batch_job_id, agents=agents)
+                         batch_job_id=batch_job_id, agents=agents, simulate=simulate)
     count = run_launcher(url, cfg)
     click.echo(f"launcher finished {count} task(s)")

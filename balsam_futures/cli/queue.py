@@ -61,8 +61,10 @@ def queue() -> None:
               help="Batch system (default: the site's settings.json, else local).")
 @click.option("--pre-run", multiple=True, metavar="COMMAND",
               help="A shell line the job runs before the launcher (repeatable).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the batch script and the backlog it would serve; submit nothing.")
 def submit_cmd(site, db_url, num_nodes, wall_time_min, queue_name, project, job_mode, tags,
-               scheduler, pre_run) -> None:
+               scheduler, pre_run, dry_run=False) -> None:
     """Submit one launcher job, e.g. `queue submit -n 2 -t 30 -q debug -A myproj`."""
     from ..schedulers.base import BatchJobRequest
 
@@ -71,10 +73,32 @@ def submit_cmd(site, db_url, num_nodes, wall_time_min, queue_name, project, job_
                               queue=queue_name, project=project, job_mode=job_mode,
                               filter_tags=parse_tags(tags), options=options,
                               scheduler=scheduler)
+    if dry_run:
+        _dry_run(site, db_url, request)
+        return
     with _manager(site, db_url) as manager:
         job = manager.submit(request)
     click.echo(f"batch job {job['id']} submitted: {job['scheduler']} job "
                f"{job['scheduler_id']}")
+
+
+def _dry_run(site, db_url, request) -> None:
+    """`queue submit --dry-run`: the script a submit would write, then the backlog."""
+    from ..schedulers.service import dry_run
+
+    with _manager(site, db_url) as manager:
+        shown = dry_run(manager, request)
+    b, w = shown.backlog, shown.work
+    click.echo(shown.script.rstrip("\n"))
+    click.echo("")
+    click.echo(f"# dry run: nothing submitted.  Backlog for {request.num_nodes} node(s) x "
+               f"{request.wall_time_min} min: {b.tasks} claimable task(s)"
+               + (f", {b.too_large} too large for this job" if b.too_large else ""))
+    click.echo(f"#   expected work {w.node_seconds / 3600:.2f} node-hour(s), longest task "
+               f"{w.longest_s:.0f} s; {w.unknown_nodes:.2f} node(s) of tasks of unknown "
+               "run time")
+    click.echo(f"#   nodes that finish the expected work in the wall time: "
+               f"{shown.nodes_for_work:.2f}")
 
 
 @queue.command("ls")

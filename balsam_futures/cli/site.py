@@ -17,8 +17,11 @@ def env_cmd(site) -> None:
 
     from ..sitedir import open_site
 
-    path = open_site(site).path
+    the_site = open_site(site)
+    path = the_site.path
     click.echo(f"export {config.env_name('SITE')}={shlex.quote(str(path))}")
+    if the_site.pgpass_file.exists():  # the site's server listens on TCP: libpq's password
+        click.echo(f"export PGPASSFILE={shlex.quote(str(the_site.pgpass_file))}")
 
 
 @main.command("init")

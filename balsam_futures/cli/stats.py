@@ -21,9 +21,15 @@ from .main import main
               metavar="FILE.png", help="Also draw utilization and throughput (needs "
                                        "matplotlib: the plot extra).")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
-def stats_cmd(site, db_url, since, bins, plot_path, as_json) -> None:
+@click.option("--kinds", "kinds", is_flag=True,
+              help="The run-time estimates per kind of task instead (runs, median, p90).")
+def stats_cmd(site, db_url, since, bins, plot_path, as_json, kinds=False) -> None:
     """Throughput, node and GPU utilization, and task counts by state."""
     from ..utilization import plot_profile, store_profile
+
+    if kinds:
+        _show_kinds(site, db_url, as_json)
+        return
 
     start = time.time() - since if since is not None else None
     with open_tasks(site, db_url) as q:
@@ -46,3 +52,18 @@ def stats_cmd(site, db_url, since, bins, plot_path, as_json) -> None:
     ])
     if plot_path:
         click.echo(f"plot written to {plot_path}")
+
+
+def _show_kinds(site, db_url, as_json: bool) -> None:
+    """`stats --kinds`: each kind's run-time estimate, learned from its finished runs."""
+    with open_tasks(site, db_url) as q:
+        kinds = q.store.kind_estimates()
+    if as_json:
+        click.echo(json.dumps(kinds, sort_keys=True))
+        return
+    if not kinds:
+        click.echo("no run-time estimates yet (they are learned as runs finish)")
+        return
+    print_table(["kind", "runs", "median", "p90"], [
+        [k["key"], k["count"], f"{k['median_s']:.3g} s", f"{k['p90_s']:.3g} s"]
+        for k in kinds])

@@ -30,7 +30,8 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
     """List tasks (like `balsam ls --state FAILED --history`)."""
     import json
 
-    with open_tasks(site, db_url, states, tags, name, ids) as q:
+    with open_tasks(site, db_url, states, (), name, ids) as q:
+        q = q.tagged_any(tags_any(tags))
         if watch:
             _watch(q, interval)
             return
@@ -55,9 +56,43 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
         return
     for r in rows:
         click.echo(f"{r['id']} {r['name']} ({r['state']})")
-        for h in r["history"]:
+        # As Balsam's screen: the error's last lines under the last RUN_ERROR row.
+        last_error = max((k for k, h in enumerate(r["history"])
+                          if h["to_state"] == "RUN_ERROR"), default=None)
+        for k, h in enumerate(r["history"]):
             click.echo(f"  {when(h['at'])}  {h['from_state'] or '':>16} -> "
                        f"{h['to_state']:<16} {h['message']}")
+            if k == last_error and r.get("error"):
+                for line in _error_tail(r["error"]):
+                    click.echo(f"      | {line}")
+
+
+#: Lines of a failed task's traceback `ls --history` prints under its RUN_ERROR row.
+ERROR_LINES = 6
+
+
+def _error_tail(blob: bytes) -> list[str]:
+    """The last lines of a packed error's traceback (its message if there is none)."""
+    from ..triage import unpack_error
+
+    packed = unpack_error(blob)
+    if packed is None:
+        return []
+    text = str(packed.get("traceback") or packed.get("message") or "")
+    lines = [line for line in text.strip().strip('"').strip().splitlines() if line.strip()]
+    return lines[-ERROR_LINES:]
+
+
+def tags_any(values: tuple[str, ...]) -> dict[str, list[str]]:
+    """``--tag KEY=VALUE`` options, each key with every value given for it (either
+    matches)."""
+    tags: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--tag")
+        tags.setdefault(key, []).append(value)
+    return tags
 
 
 def _progress_table(counts: dict[str, int], elapsed: float):
@@ -95,7 +130,9 @@ def _watch(q, interval: float) -> None:
     console = Console()
     try:
         with Live(_progress_table(counts, 0), console=console, auto_refresh=False) as live:
-            while any(TaskState(s) not in FINAL for s in counts):
+            # Started before the campaign submitted anything: wait for its tasks rather
+            # than report "0/0 done".
+            while not counts or any(TaskState(s) not in FINAL for s in counts):
                 time.sleep(interval)
                 counts = q.by_state()
                 live.update(_progress_table(counts, time.monotonic() - start), refresh=True)
@@ -106,16 +143,30 @@ def _watch(q, interval: float) -> None:
 @main.command("show")
 @with_options(STORE_OPTIONS)
 @click.argument("task_id", type=int)
-def show_cmd(site, db_url, task_id) -> None:
+@click.option("--follow", is_flag=True, help="Print the task's job.out as it grows, until the "
+                                             "task ends.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+              help="Seconds between looks with --follow.")
+def show_cmd(site, db_url, task_id, follow, interval) -> None:
     """Every field of one task, its history and its error."""
     from ..serialization import load_exception
 
     with open_tasks(site, db_url) as q:
         row = q.get(task_id, history=True)
+        call = q.store.task_payload(task_id)
+        if follow:
+            _follow(q, row, interval, site)
+            return
     for key, value in row.items():
         if key in ("result", "error", "history"):
             continue
+        if key.endswith("_at") and isinstance(value, (int, float)):
+            value = when(value)
         click.echo(f"{key:>20}: {value}")
+    if call is not None and call[0] == "python":
+        fn, args = describe_call(call[1])
+        click.echo(f"{'callable':>20}: {fn}")
+        click.echo(f"{'arguments':>20}: {args}")
     click.echo("history:")
     for h in row["history"]:
         click.echo(f"  {when(h['at'])}  {h['to_state']:<16} {h['message']}")
@@ -127,12 +178,72 @@ def show_cmd(site, db_url, task_id) -> None:
         click.echo("error:\n" + text.strip())
 
 
+def describe_call(payload: bytes) -> tuple[str, str]:
+    """The callable's name and a short summary of the arguments of a Python task's payload
+    (each part says why when it cannot be read here, e.g. its module is not importable)."""
+    import pickle
+    import reprlib
+    import struct
+
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist = 40, 40, 4
+    try:
+        (size,) = struct.unpack_from("!I", payload)
+        fn_bytes, args_blob = payload[4:4 + size], payload[4 + size:]
+    except struct.error:
+        return "(unreadable payload)", ""
+    try:
+        fn = pickle.loads(fn_bytes)
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    except Exception as exc:  # noqa: BLE001 - the user's module may not import here
+        name = f"(cannot load here: {type(exc).__name__}: {exc})"
+    try:
+        args, kwargs = pickle.loads(args_blob)
+        parts = [short.repr(a) for a in args] + [f"{k}={short.repr(v)}"
+                                                  for k, v in kwargs.items()]
+        summary = "(" + ", ".join(parts) + ")"
+    except Exception as exc:  # noqa: BLE001
+        summary = f"(cannot load here: {type(exc).__name__}: {exc})"
+    return name, summary[:200]
+
+
+def _follow(q, row: dict, interval: float, site) -> None:
+    """Print task ``row``'s job.out from its start and as it grows, until the task is final
+    (then what was written last)."""
+    import time
+
+    from ..tasks import FINAL, TaskState
+    from ..web.data import job_out_path
+
+    task_id = row["id"]
+    offset = 0
+    seen = False
+    while True:
+        path = job_out_path(row, site)
+        if path is not None and path.exists():
+            seen = True
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            if chunk:
+                click.echo(chunk.decode(errors="replace"), nl=False)
+        if TaskState(row["state"]) in FINAL:
+            if not seen and row["kind"] == "python":
+                click.echo(f"task {task_id} wrote no job.out: the launcher of the executor "
+                           "that submitted it printed its output on that executor's terminal")
+            click.echo(f"task {task_id} is {row['state']}")
+            return
+        time.sleep(interval)
+        row = q.get(task_id)
+
+
 def _show_shell_run(row: dict) -> None:
     """A shell task's working directory and the end of its job.out, from its outcome."""
     from ..apps import ShellResult
     from ..serialization import load_exception, load_result
 
-    workdir = tail = None
+    workdir = tail = command = None
     if row["result"]:
         try:
             result = load_result(row["result"])
@@ -140,26 +251,37 @@ def _show_shell_run(row: dict) -> None:
             result = None
         if isinstance(result, ShellResult):
             workdir, tail = result.workdir, result.tail(10)
+            command = getattr(result, "command", "")  # results stored before it existed
     elif row["error"]:
         exc = load_exception(row["error"], row["id"])
         workdir, tail = getattr(exc, "workdir", None), getattr(exc, "output_tail", None)
     if workdir:
         click.echo(f"{'working directory':>20}: {workdir}")
+    if command:
+        click.echo(f"{'command':>20}: {command}")
     if tail:
         click.echo("job.out (last lines):\n" + tail.rstrip())
 
 
-def _apply(action: str, site, db_url, states, tags, name, ids, **kw) -> None:
-    if not (states or tags or name or ids):
-        raise click.UsageError(f"{action} needs a filter (--id, --state, --tag or --name)")
-    with open_tasks(site, db_url, states, tags, name, ids) as q:
+GROUP_OPTION = click.option("-g", "--group", default=None, metavar="GROUP",
+                            help="A failure group (see `balsam-futures failures`).")
+
+
+def _apply(action: str, site, db_url, states, tags, name, ids, group=None, **kw) -> None:
+    if not (states or tags or name or ids or group):
+        raise click.UsageError(f"{action} needs a filter (--id, --state, --tag, --name or "
+                               "--group)")
+    with open_tasks(site, db_url, states, (), name, ids) as q:
+        q = q.tagged_any(tags_any(tags))
+        if group:
+            q = q.failure_group(group)
         count = {"retry": q.retry, "kill": q.kill,
                  "rm": lambda: q.delete(running=kw.get("running", False))}[action]()
     click.echo(f"{action}: {count} task(s)")
 
 
 @main.command("retry")
-@with_options(STORE_OPTIONS + FILTER_OPTIONS)
+@with_options(STORE_OPTIONS + FILTER_OPTIONS + [GROUP_OPTION])
 def retry_cmd(**kw) -> None:
     """Run matching FAILED/KILLED tasks again (RESTART_READY)."""
     _apply("retry", **kw)
@@ -173,7 +295,7 @@ def kill_cmd(**kw) -> None:
 
 
 @main.command("rm")
-@with_options(STORE_OPTIONS + FILTER_OPTIONS)
+@with_options(STORE_OPTIONS + FILTER_OPTIONS + [GROUP_OPTION])
 @click.option("--running", is_flag=True, help="Also delete tasks a launcher holds (CLAIMED or "
                                               "RUNNING): they are killed first.")
 def rm_cmd(running, **kw) -> None:

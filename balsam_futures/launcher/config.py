@@ -27,7 +27,8 @@ class LauncherConfig:
     launcher_id: int | None = None
     init_blob: bytes | None = None
     max_tasks_per_child: int | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
+    #: Serve only tasks with these tags: a key's value, or a tuple of values (any of them).
+    tags: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     idle_timeout: float | None = None
     worker_env: Mapping[str, str] = field(default_factory=dict)
     lease_seconds: float | None = None
@@ -52,6 +53,10 @@ class LauncherConfig:
     #: head's (serial mode; agents/).  None: on for a batch system's nodes, off for the
     #: local platform's virtual nodes.
     agents: bool | None = None
+    #: Simulated execution (simulate.py): runs start no process and last the
+    #: ``data["sim_seconds"]`` their task carries; claims, placement and every store write
+    #: are real.  For benchmarks and capacity planning; never on by default.
+    simulate: bool = False
     #: True for the launcher an executor starts itself: its tasks print to the executor's
     #: terminal, as ProcessPoolExecutor's workers do.  Else a Python task's stdout and
     #: stderr go to ``job.out`` in its working directory, as a shell task's do.

@@ -5,6 +5,7 @@
                        heartbeat    when no round trip renewed the lease (lease / 4)
                        sweep        requeue the tasks of launchers that are not alive (SWEEP_S)
                        warn_unfit   name the tasks too large for this launcher (UNFIT_CHECK_S)
+                       warn_too_long   name the kinds expected to outlast its wall time
                        idle_timeout stop after --idle-timeout seconds with nothing to do
     between passes:    sleep        POLL_MIN..POLL_MAX, or until the store announces a change
 
@@ -136,6 +137,7 @@ class StoreLoop:
         self.heartbeats = Every(pilot.lease / BEATS_PER_LEASE, now)
         self.sweeps = Every(SWEEP_S, now)
         self.unfit_checks = Every(UNFIT_CHECK_S, now - UNFIT_CHECK_S)
+        self.wall_checks = Every(UNFIT_CHECK_S, now - UNFIT_CHECK_S)  # warn_too_long
         self.last_kill_check = now
         self.last_activity = now
         self.more = True  # the store may hold claimable tasks we have not seen
@@ -176,6 +178,9 @@ class StoreLoop:
             self.poll_kills(now, news)
             if handoff.idle and self.unfit_checks.due(now):
                 self.placer.warn_unfit(self.store, self.tags)
+            wall_left = pilot.wall_left()
+            if wall_left is not None and self.wall_checks.due(now):
+                self.placer.warn_too_long(self.store, self.tags, wall_left)
             if self.heartbeats.due(now):
                 self.store.heartbeat(self.lid, asked=self.failing_since)
             if self.failing_since is not None:  # got through again

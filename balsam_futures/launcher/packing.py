@@ -20,6 +20,7 @@ every reservation checks cores, GPUs and occupancy together.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,9 +74,52 @@ class _Node:
     def idle(self) -> bool:
         return self.runs <= 0
 
+    @property
+    def key(self) -> tuple[int, int, float]:
+        """What placement looks at: nodes with equal keys are interchangeable (but for
+        their index, the tie-break)."""
+        return self.free_cores, len(self.free_gpus), self.occupancy
+
     def has_room(self, cores: int, gpus: int, share: float) -> bool:
         return (self.free_cores >= cores and len(self.free_gpus) >= gpus
                 and self.occupancy + share <= 1.0 + _EPS)
+
+
+class _IndexHeap:
+    """A set of node indexes that gives its smallest in O(log n): a heap with lazy
+    deletion (an index removed stays in the heap until it reaches the top)."""
+
+    __slots__ = ("members", "heap")
+
+    def __init__(self) -> None:
+        self.members: set[int] = set()
+        self.heap: list[int] = []
+
+    def add(self, index: int) -> None:
+        if index not in self.members:
+            self.members.add(index)
+            heapq.heappush(self.heap, index)
+
+    def discard(self, index: int) -> None:
+        self.members.discard(index)
+        if len(self.heap) > 2 * len(self.members) + 64:  # bound the stale entries
+            self.heap = sorted(self.members)
+
+    def smallest(self) -> int:
+        heap, members = self.heap, self.members
+        while heap[0] not in members:
+            heapq.heappop(heap)
+        return heap[0]
+
+    def take_smallest(self, count: int) -> list[int]:
+        """Remove and return the ``count`` smallest (there must be that many)."""
+        taken = []
+        while len(taken) < count:
+            index = heapq.heappop(self.heap)
+            if index in self.members:
+                self.members.discard(index)
+                taken.append(index)
+        return taken
 
 
 def _shape(need: Need) -> tuple[int, int, int, float]:
@@ -95,6 +139,43 @@ class NodePool:
             raise ValueError("a launcher needs at least one node")
         self.specs = tuple(nodes)
         self._nodes = [_Node(s) for s in nodes]
+        self._index()
+
+    def _index(self) -> None:
+        """Group the nodes by what placement looks at.  A decision then looks at each
+        distinct (free cores, free GPUs, occupancy) once, not at every node: a few dozen
+        groups for thousands of like nodes, so placing a task costs the same at 4,096 nodes
+        as at 4 (a scan of every node was 1.8 ms per decision at 512)."""
+        self._buckets: dict[tuple[int, int, float], _IndexHeap] = {}
+        self._idle = _IndexHeap()
+        for i, node in enumerate(self._nodes):
+            self._bucket(node.key).add(i)
+            if node.idle:
+                self._idle.add(i)
+
+    def _bucket(self, key: tuple[int, int, float]) -> _IndexHeap:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _IndexHeap()
+        return bucket
+
+    def _unfile(self, index: int) -> _Node:
+        """Take a node out of its group before it changes (``_file`` puts it back)."""
+        node = self._nodes[index]
+        key = node.key
+        bucket = self._buckets[key]
+        bucket.discard(index)
+        if not bucket.members:
+            del self._buckets[key]
+        return node
+
+    def _file(self, index: int) -> None:
+        node = self._nodes[index]
+        self._bucket(node.key).add(index)
+        if node.idle:
+            self._idle.add(index)
+        else:
+            self._idle.discard(index)
 
     # -- what there is -----------------------------------------------------------------------
 
@@ -111,7 +192,7 @@ class NodePool:
         return sum(s.cores for s in self.specs)
 
     def idle_nodes(self) -> int:
-        return sum(1 for n in self._nodes if n.idle)
+        return len(self._idle.members)
 
 
     def never_fits(self, need: Need) -> str | None:
@@ -139,57 +220,67 @@ class NodePool:
         """Reserve room for one run now, or return None if it does not fit at the moment."""
         count, cores, gpus, share = _shape(need)
         if count == 1:
-            if len(self._nodes) == 1:  # a launcher of one node (the executor's): no choice
-                if not self._nodes[0].has_room(cores, gpus, share):
-                    return None
-                index = 0
-            else:
-                fitting = [i for i, n in enumerate(self._nodes)
-                           if n.has_room(cores, gpus, share)]
-                if not fitting:
-                    return None
-                # Best fit: the busiest node with room, so idle nodes stay whole.
-                index = max(fitting, key=lambda i: (self._nodes[i].occupancy,
-                                                    -self._nodes[i].free_cores, -i))
-            node = self._nodes[index]
+            index = self._best_fit(cores, gpus, share)
+            if index is None:
+                return None
+            node = self._unfile(index)
             node.free_cores -= cores
             node.occupancy += share
             node.runs += 1
             taken = tuple(node.free_gpus[:gpus])
             del node.free_gpus[:gpus]
+            self._file(index)
             fraction = max(share, cores / node.spec.cores,
                            gpus / len(node.spec.gpus) if node.spec.gpus else 0.0)
             return Placement((index,), (node.spec.hostname,), (taken,), cores, share,
                              min(1.0, fraction))
-        idle = [i for i, n in enumerate(self._nodes) if n.idle][:count]
-        if len(idle) < count:
+        if len(self._idle.members) < count:
             return None
+        idle = self._idle.take_smallest(count)
         gpu_sets = []
         for i in idle:
-            node = self._nodes[i]
+            node = self._unfile(i)
             gpu_sets.append(tuple(node.free_gpus))
             node.free_gpus = []
             node.free_cores = 0
             node.occupancy = 1.0
             node.runs = 1
+            self._file(i)
         return Placement(tuple(idle), tuple(self._nodes[i].spec.hostname for i in idle),
                          tuple(gpu_sets), self.specs[idle[0]].cores, 1.0)
 
+    def _best_fit(self, cores: int, gpus: int, share: float) -> int | None:
+        """The node a single-node run goes to: the busiest with room (highest occupancy,
+        then fewest free cores, then lowest index), so idle nodes stay whole for multi-node
+        tasks.  One look per group of like nodes (see ``_index``)."""
+        best_key, best = None, None
+        for (free_cores, free_gpus, occupancy), bucket in self._buckets.items():
+            if free_cores < cores or free_gpus < gpus or occupancy + share > 1.0 + _EPS:
+                continue
+            index = bucket.smallest()
+            key = (occupancy, -free_cores, -index)
+            if best_key is None or key > best_key:
+                best_key, best = key, index
+        return best
+
     def release(self, placement: Placement) -> None:
         for index, gpus in zip(placement.nodes, placement.gpus):
-            node = self._nodes[index]
+            node = self._unfile(index)
             if len(placement.nodes) > 1:  # whole nodes
                 node.free_cores = node.spec.cores
                 node.free_gpus = list(node.spec.gpus)
                 node.occupancy = 0.0
                 node.runs = 0
+                self._file(index)
                 continue
             node.free_cores += placement.cores
             node.occupancy = max(0.0, node.occupancy - placement.share)
             node.runs -= 1
             # Keep the node's own GPU order, so the next task gets the lowest free ids.
-            free = set(node.free_gpus) | set(gpus)
-            node.free_gpus = [g for g in node.spec.gpus if g in free]
+            if gpus:
+                free = set(node.free_gpus) | set(gpus)
+                node.free_gpus = [g for g in node.spec.gpus if g in free]
+            self._file(index)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -221,6 +312,7 @@ class NodePool:
             copy.occupancy = n.occupancy - (depth - 1)
             copy.runs = n.runs
             sim._nodes.append(copy)
+        sim._index()
         # Multi-node tasks need nodes that are really idle now: depth must not invent them.
         idle_left = self.idle_nodes()
         for need in pending:

@@ -45,6 +45,7 @@ from .dispatch import Dispatcher
 from .handoff import Handoff
 from .nodes import NodeSpec, this_node_name
 from .placement import Placer
+from .simulate import SimulatedPool
 from .workers import WorkerPool
 
 __all__ = ["Pilot", "run_launcher"]
@@ -135,6 +136,8 @@ class Pilot:
         head = this_node_name()
         head_nodes = {i for i, spec in enumerate(specs)
                       if self.cfg.local_nodes or spec.hostname.split(".")[0] == head}
+        if self.cfg.simulate:  # every run is a timer of the head's: no agent, no MPI
+            return set(range(len(specs))), []
         agents = self.cfg.agents if self.cfg.agents is not None else not self.cfg.local_nodes
         if not (agents and self.cfg.job_mode == "serial" and len(specs) > 1):
             return head_nodes, []
@@ -163,11 +166,17 @@ class Pilot:
         own = sorted(head_nodes)
         # Sent with every task; job_out: where a Python task's output goes (config.py).
         context = {"site": cfg.site, "db_url": self.db_url, "job_out": not cfg.inherit_output}
-        pool = WorkerPool(cfg.num_workers, launcher_id=lid, init_blob=cfg.init_blob,
-                          max_tasks_per_child=cfg.max_tasks_per_child,
-                          env={**os.environ, **cfg.worker_env},
-                          context=context,
-                          gpu_ids=specs[own[0]].gpus if own else ())
+        pool: Any
+        if cfg.simulate:
+            # As many runs at once as the nodes have cores: placement is the real bound.
+            pool = SimulatedPool(self.placer.nodes.total_cores, launcher_id=lid)
+            self.workers = pool.slots
+        else:
+            pool = WorkerPool(cfg.num_workers, launcher_id=lid, init_blob=cfg.init_blob,
+                              max_tasks_per_child=cfg.max_tasks_per_child,
+                              env={**os.environ, **cfg.worker_env},
+                              context=context,
+                              gpu_ids=specs[own[0]].gpus if own else ())
         agents = None
         if agent_nodes:
             agents = AgentPool(
@@ -178,9 +187,9 @@ class Pilot:
             self.workers += sum(spec.cores for _, spec in agent_nodes)
         nodes = self.placer.nodes
         log.info("launcher %d started: %d node(s), %d core(s), %d GPU(s), %d worker(s), "
-                 "%s mode, MPI launcher %s, store %s", lid, nodes.num_nodes,
-                 nodes.total_cores, nodes.total_gpus, cfg.num_workers, cfg.job_mode,
-                 mpi_name, store.display_url)
+                 "%s mode, MPI launcher %s, store %s%s", lid, nodes.num_nodes,
+                 nodes.total_cores, nodes.total_gpus, self.workers, cfg.job_mode,
+                 mpi_name, store.display_url, ", simulated runs" if cfg.simulate else "")
         store_thread = threading.Thread(target=StoreLoop(self, store, lid).run,
                                         name="balsam-futures-store", daemon=True)
         try:

@@ -106,6 +106,19 @@ class Placer:
             log.warning("task %d can never run on this launcher: %s; leaving it for a "
                         "launcher with more resources", task_id, reason)
 
+    def warn_too_long(self, store: LauncherStore, tags: dict[str, str],
+                      wall_left: float) -> None:
+        """Say, once per kind, which waiting tasks are expected to run longer than this
+        launcher's remaining wall time (its claims pass over them)."""
+        warned = self.__dict__.setdefault("_warned_kinds", set())
+        for key, count, shortest in store.too_long_tasks(wall_left, tags):
+            if key in warned:
+                continue
+            warned.add(key)
+            log.info("not starting %d task(s) of kind %r: expected to run %.0f s or more, "
+                     "and this launcher has %.0f s of wall time left", count, key, shortest,
+                     wall_left)
+
     # -- dispatcher --------------------------------------------------------------------------
 
     def plan(self, task: ClaimedTask, placement: Placement, has_gpus: bool, agents: Any

@@ -5,7 +5,12 @@ Each tick:
     1. sync     ask the schedulers about every job they hold (BatchJobManager.sync)
     2. measure  the backlog: claimable tasks with the service's filter tags, and the nodes
                 they need together (store.backlog, one query; tasks without a
-                node_packing_count are counted in cores, on nodes of cores_per_node)
+                node_packing_count are counted in cores, on nodes of cores_per_node); and
+                its work (store.backlog_work): node-seconds from the tasks' expected run
+                times.  The demand is the smaller of the two: the nodes that finish the
+                work within a job's wall time (tasks of unknown run time each keep their
+                share of a node), never fewer than its largest task.  The wall time grows
+                to fit the longest expected task, within the queue's max_wall_time_min.
     3. withdraw queued jobs (not yet running) the backlog no longer needs, newest first
     4. submit   jobs of min_nodes..max_nodes nodes until the queued ones (and those just
                 started) cover the backlog, within max_queued_jobs, max_total_nodes and the
@@ -19,12 +24,15 @@ must not be counted as gone (and replaced) because the controller was briefly do
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..backends.batchjobs import Backlog
+from ..backends.estimates import BacklogWork
 from ..errors import BalsamFuturesError
 from .base import ACTIVE_BATCH_STATES, BatchJobRequest, BatchJobState, SitePolicyError
 from .manager import BatchJobManager
@@ -39,6 +47,10 @@ B = BatchJobState
 #: launcher's start gets a second job it does not need; longer, and a backlog that truly
 #: outgrows a running job waits this long for more nodes.
 STARTUP_GRACE_S = 60.0
+#: A job's wall time is stretched to the longest expected task times this: launcher start-up
+#: and the estimate's error.  Larger wastes node-hours at the end of a job; smaller risks a
+#: task that no launcher will start (wall-time-aware claims).
+WALL_MARGIN = 1.2
 
 
 @dataclass
@@ -46,8 +58,12 @@ class TickReport:
     """What one tick saw and did."""
 
     backlog: Backlog | None = None
-    #: Whole nodes the backlog needs (Backlog.nodes_needed on the service's node size).
+    #: Whole nodes the backlog needs: by count (Backlog.nodes_needed on the service's node
+    #: size), capped by its work over the job's wall time (see the module docstring).
     nodes_needed: int = 0
+    work: BacklogWork | None = None
+    #: The wall time of the jobs this tick submits.
+    wall_time_min: int = 0
     changed: list[int] = field(default_factory=list)
     submitted: list[int] = field(default_factory=list)
     withdrawn: list[int] = field(default_factory=list)
@@ -57,6 +73,9 @@ class TickReport:
         b = self.backlog
         seen = (f"backlog {b.tasks} task(s) needing {self.nodes_needed} node(s)" if b
                 else "backlog not measured")
+        if b and self.work is not None:
+            seen += (f" ({self.work.node_seconds / 3600:.2f} node-hour(s) expected, "
+                     f"{self.wall_time_min} min jobs)")
         parts = [seen, f"submitted {self.submitted or 'none'}",
                  f"withdrew {self.withdrawn or 'none'}",
                  f"{len(self.changed)} job(s) changed state"]
@@ -93,7 +112,8 @@ class QueueService:
         queued = [j for j in mine if j["state"] == B.QUEUED.value]
         coming = [j for j in mine if j["state"] == B.PENDING_SUBMISSION.value or (
             j["state"] == B.RUNNING.value and now - (j["started_at"] or now) < STARTUP_GRACE_S)]
-        demand = report.nodes_needed = backlog.nodes_needed(s.cores_per_node)
+        report.work, report.wall_time_min, demand = self.size(backlog)
+        report.nodes_needed = demand
         covered = sum(j["num_nodes"] for j in queued + coming)
 
         # Withdraw the newest queued jobs while the rest still cover the demand.
@@ -123,7 +143,7 @@ class QueueService:
                 if size < s.min_nodes:
                     break
             try:
-                job = self.manager.submit(self._request(size))
+                job = self.manager.submit(self._request(size, report.wall_time_min))
             except BalsamFuturesError as exc:
                 report.errors.append(f"submitting a {size}-node job: {exc}")
                 break
@@ -154,9 +174,72 @@ class QueueService:
                 if j["scheduler"] == self.scheduler_name and j["queue"] == s.queue
                 and j["filter_tags"] == dict(s.filter_tags)]
 
-    def _request(self, num_nodes: int) -> BatchJobRequest:
+    def size(self, backlog: Backlog) -> tuple[BacklogWork, int, int]:
+        """The backlog's work, the wall time of a job for it, and the nodes it needs."""
         s = self.settings
-        return BatchJobRequest(num_nodes=num_nodes, wall_time_min=s.wall_time_min,
+        work = self.manager.store.backlog_work(s.filter_tags, max_nodes=s.max_nodes,
+                                               cores_per_node=s.cores_per_node)
+        wall = job_wall_time_min(work, s.wall_time_min, self._queue_wall_limit())
+        if not backlog.tasks:
+            return work, wall, 0
+        by_work = max(math.ceil(work.nodes_for(wall * 60.0) - 1e-9), backlog.max_task_nodes, 1)
+        return work, wall, min(backlog.nodes_needed(s.cores_per_node), by_work)
+
+    def _queue_wall_limit(self) -> int | None:
+        queues = self.manager.policy.queues
+        limits = queues.get(self.settings.queue) if queues is not None else None
+        return limits.max_wall_time_min if limits is not None else None
+
+    def _request(self, num_nodes: int, wall_time_min: int | None = None) -> BatchJobRequest:
+        s = self.settings
+        return BatchJobRequest(num_nodes=num_nodes,
+                               wall_time_min=wall_time_min or s.wall_time_min,
                                queue=s.queue, project=s.project or "", job_mode=s.job_mode,
                                filter_tags=dict(s.filter_tags), options=dict(s.options),
                                scheduler=self.scheduler_name)
+
+
+def job_wall_time_min(work: BacklogWork, wall_time_min: int, limit: int | None) -> int:
+    """A job's wall time: ``wall_time_min``, stretched to fit the longest expected task (with
+    WALL_MARGIN), never past the queue's ``limit``."""
+    wanted = max(wall_time_min, math.ceil(work.longest_s * WALL_MARGIN / 60.0))
+    return min(wanted, limit) if limit is not None else wanted
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What ``queue submit --dry-run`` shows: the script, and the backlog it is for."""
+
+    script: str
+    backlog: Backlog
+    work: BacklogWork
+    #: Nodes that would finish the expected work within the job's wall time.
+    nodes_for_work: float
+
+
+def dry_run(manager: BatchJobManager, request: BatchJobRequest) -> DryRun:
+    """The batch script ``manager.submit(request)`` would submit, checked against the site's
+    policy (raises SitePolicyError like a submit), and the backlog of the tasks it would
+    serve; nothing is stored or submitted."""
+    from dataclasses import replace
+
+    from .policy import merged_options
+    from .scripts import render_script
+
+    name = request.scheduler or manager.policy.scheduler
+    scheduler = manager.scheduler(name)
+    request = replace(request, scheduler=name,
+                      project=request.project or manager.policy.project,
+                      options=merged_options(manager.policy.options, request.options))
+    in_queue = [j for j in manager.store.batch_jobs(states=[st.value for st in
+                                                            ACTIVE_BATCH_STATES])
+                if j["scheduler"] == name and j["queue"] == request.queue]
+    manager.policy.check(request, name, len(in_queue))
+    log_path = Path(manager.site.logs_dir) / "batch-job-DRYRUN.log"
+    script = render_script(scheduler.template, manager.script_fields(0, request, log_path),
+                           manager.site.path / "templates")
+    cores = manager.policy.service.cores_per_node if manager.policy.service else 64
+    backlog = manager.store.backlog(request.filter_tags, max_nodes=request.num_nodes)
+    work = manager.store.backlog_work(request.filter_tags, max_nodes=request.num_nodes,
+                                      cores_per_node=cores)
+    return DryRun(script, backlog, work, work.nodes_for(request.wall_time_min * 60.0))

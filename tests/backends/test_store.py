@@ -219,6 +219,15 @@ class TestClaim:
         assert [c.id for c in store.claim(lid, 10, tags={"site": "x"})] == b
         assert [c.id for c in store.claim(lid, 10)] == untagged
 
+    def test_a_tag_key_with_several_values_serves_any_of_them(self, store):
+        a = store.create_tasks([spec("a", tags={"exp": "a"})])
+        b = store.create_tasks([spec("b", tags={"exp": "b"})])
+        store.create_tasks([spec("c", tags={"exp": "c"})])
+        lid = launcher(store)
+        claimed = store.claim(lid, 10, tags={"exp": ("a", "b")})
+        assert sorted(c.id for c in claimed) == sorted(a + b)
+        assert store.claim(lid, 10, tags={"exp": ("a", "b")}) == []
+
     def test_max_nodes_filter(self, store):
         big = store.create_tasks([spec("big", resources=Resources(num_nodes=8))])
         small = store.create_tasks([spec("small", resources=Resources(num_nodes=2))])

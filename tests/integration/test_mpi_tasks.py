@@ -87,6 +87,10 @@ def test_shell_app_runs_on_every_rank(make_executor):
                    "\"w\").close()'")
     result = ex.options(resources=Resources(ranks_per_node=2)).submit(app).result(timeout=60)
     assert sorted(p.name for p in result.workdir.glob("rank-*")) == ["rank-0", "rank-1"]
+    # The command line started, MPI launcher included, is kept with the result and in the
+    # run's header in job.out (what `show` prints).
+    assert "mpiexec" in result.command and "-n 2" in result.command, result.command
+    assert f"MPI command: {result.command}" in result.job_out.read_text()
 
 
 def test_a_missing_mpi_launcher_is_a_clear_error(make_executor, monkeypatch):

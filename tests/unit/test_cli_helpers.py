@@ -269,3 +269,12 @@ def test_show_and_ls_history_open_one_store_and_close_it(tmp_path, monkeypatch):
         assert len(opened) == 1 and closed == opened, args
     assert not one_by_one
     assert f"ran {failed[0]}" in result.output
+
+
+def test_a_tag_given_twice_matches_either_value():
+    from balsam_futures.cli._common import parse_tag_choices
+
+    assert parse_tag_choices(("exp=a", "site=x", "exp=b", "exp=a")) == {
+        "exp": ("a", "b"), "site": "x"}
+    with pytest.raises(click.BadParameter):
+        parse_tag_choices(("exp",))

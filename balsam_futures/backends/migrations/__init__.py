@@ -12,12 +12,21 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from . import m0001_initial, m0002_runs_and_batch_jobs, m0003_claimed_and_leases
+from . import (
+    m0001_initial,
+    m0002_runs_and_batch_jobs,
+    m0003_claimed_and_leases,
+    m0004_run_time_estimates,
+)
 
 STEPS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial.apply),
     ("0002_runs_and_batch_jobs", m0002_runs_and_batch_jobs.apply),
     ("0003_claimed_and_leases", m0003_claimed_and_leases.apply),
+    ("0004_run_time_estimates", m0004_run_time_estimates.apply),
 ]
 
 SCHEMA_VERSION = len(STEPS)
+"""Version 4: run-time estimates per kind of task (bf_kinds), each task's estimate label and
+expected run time (bf_tasks.label, expected_s), the index of claimable tasks in claim order
+(longest expected first within a priority), and bf_meta 'estimated_through'."""

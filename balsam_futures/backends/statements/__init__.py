@@ -9,6 +9,7 @@ SQLAlchemy compiles each one once and caches it; a store runs one by its name he
     leases.py         launcher rows, heartbeats, leases and the sweep of dead launchers
     task_queries.py   what users and the CLI ask: filtered tasks, histories, counts, runs
     batchjobs.py      batch jobs and the backlog the queue service sizes them by
+    estimates.py      run-time estimates per kind, and expected run times of tasks
     meta.py           the store's own rows: schema version, blockage, deletion count
     common.py         bind placeholders, state lists, tag filters
 
@@ -23,6 +24,23 @@ from .batchjobs import (
     insert_batch_job,
     select_batch_jobs,
     update_batch_job,
+)
+from .estimates import (
+    WATERMARK_KEY,
+    backlog_work,
+    claim_probe,
+    count_ahead,
+    fill_expected,
+    pg_try_fill_lock,
+    refresh_expected,
+    select_estimate_keys,
+    select_explained_task,
+    select_kind,
+    select_kinds,
+    select_live_launchers,
+    select_too_long,
+    set_watermark,
+    upsert_kind,
 )
 from .leases import (
     insert_launcher,
@@ -100,7 +118,11 @@ from .task_queries import (
 
 __all__ = [
     "BATCH_JOB_INSERT_COLUMNS", "CLAIM_COLUMNS", "HISTORY_FIELDS", "QUERY_COLUMNS", "QUERY_OPS",
-    "RUN_FIELDS", "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS",
+    "RUN_FIELDS", "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS", "WATERMARK_KEY",
+    "backlog_work", "claim_probe", "count_ahead", "fill_expected", "select_explained_task",
+    "select_live_launchers", "pg_try_fill_lock", "refresh_expected",
+    "select_estimate_keys", "select_kind", "select_kinds", "select_too_long", "set_watermark",
+    "upsert_kind",
     "any_dependency", "backlog_summary", "count_by_state", "count_deletions", "delete_tasks",
     "finish_running", "insert_batch_job", "insert_dependencies", "insert_history",
     "insert_launcher", "insert_runs", "insert_tasks", "latest_event_id", "lock_cancellable",

@@ -33,8 +33,12 @@ def tag(key: str):
     return tasks.c.tags[key].as_string()
 
 
-def tagged(stmt, tags: Iterable[tuple[str, str]]):
-    """``stmt`` narrowed to the tasks that carry every (key, value) of ``tags``."""
+def tagged(stmt, tags: Iterable[tuple[str, str | tuple[str, ...]]]):
+    """``stmt`` narrowed to the tasks that carry every key of ``tags`` with its value, or
+    one of its values when given several (a tuple: ``--tag exp=a --tag exp=b``)."""
     for key, value in tags:
-        stmt = stmt.where(tag(key) == value)
+        if isinstance(value, tuple):
+            stmt = stmt.where(tag(key).in_(value))
+        else:
+            stmt = stmt.where(tag(key) == value)
     return stmt

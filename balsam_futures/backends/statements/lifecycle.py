@@ -36,6 +36,7 @@ CLAIM_COLUMNS = (
     tasks.c.auto_timeout_retry,
     tasks.c.workdir,
     tasks.c.num_parents,
+    tasks.c.label,  # with the name, the estimate key its run will be learned under
 )
 
 #: The PostgreSQL types the raw forms cast values to: a VALUES list has no column types of
@@ -138,10 +139,13 @@ def insert_runs():
 
 
 def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
-                     max_gpus: int | None = None, wall_limited: bool = False) -> Select:
+                     max_gpus: int | None = None, wall_limited: bool = False,
+                     by_submission: bool = False) -> Select:
     """The first :limit claimable tasks in claim order that fit ``max_nodes`` nodes,
-    ``max_gpus`` GPUs per node, carry ``tags``, and (``wall_limited``) have no wall time or
-    one of at most :max_wall seconds."""
+    ``max_gpus`` GPUs per node, carry ``tags``, and (``wall_limited``) are not expected to
+    run longer than :max_wall seconds (unknown: expected 0).  Claim order: priority, then
+    longest expected run first (ix_bf_tasks_order), then submission; ``by_submission`` (the
+    starvation guard): priority, then submission (ix_bf_tasks_claim)."""
     # SKIP LOCKED (PostgreSQL): concurrent claimers pass over each other's rows instead of
     # queueing behind them; SQLite has one writer and ignores it.
     stmt = select(*CLAIM_COLUMNS).where(in_states(CLAIMABLE)).with_for_update(skip_locked=True)
@@ -150,18 +154,22 @@ def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = 
     if max_gpus is not None:
         stmt = stmt.where(tasks.c.ranks_per_node * tasks.c.gpus_per_rank <= max_gpus)
     if wall_limited:
-        stmt = stmt.where(or_(tasks.c.wall_time_s.is_(None),
-                              tasks.c.wall_time_s <= bound("max_wall")))
+        stmt = stmt.where(tasks.c.expected_s <= bound("max_wall"))
     stmt = tagged(stmt, tags)
-    return stmt.order_by(tasks.c.priority.desc(), tasks.c.id).limit(bound("limit"))
+    if by_submission:
+        return stmt.order_by(tasks.c.priority.desc(), tasks.c.id).limit(bound("limit"))
+    return stmt.order_by(tasks.c.priority.desc(), tasks.c.expected_s.desc(),
+                         tasks.c.id).limit(bound("limit"))
 
 
 def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
-             max_gpus: int | None = None, wall_limited: bool = False):
+             max_gpus: int | None = None, wall_limited: bool = False,
+             by_submission: bool = False):
     """PostgreSQL: claim in one statement: the rows ``select_claimable`` would pick, locked
     with SKIP LOCKED, moved to CLAIMED under :lid; returns CLAIM_COLUMNS (with the state left
-    behind) and the priority, for ordering."""
-    picked = select_claimable(max_nodes, tags, max_gpus, wall_limited).with_only_columns(
+    behind), the priority and the expected run time, for ordering."""
+    picked = select_claimable(max_nodes, tags, max_gpus, wall_limited,
+                              by_submission).with_only_columns(
         tasks.c.id, tasks.c.state.label("old_state")).subquery("picked")
     columns = [picked.c.old_state if c is tasks.c.state else c for c in CLAIM_COLUMNS]
     return (
@@ -169,7 +177,7 @@ def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
         .where(tasks.c.id == picked.c.id)
         .values(state=TaskState.CLAIMED.value, launcher_id=bound("lid"),
                 updated_at=bound("now"))
-        .returning(*columns, tasks.c.priority)
+        .returning(*columns, tasks.c.priority, tasks.c.expected_s)
     )
 
 

@@ -120,3 +120,29 @@ def select_runs():
             .where(runs.c.ended_at >= bound("start"), runs.c.started_at <= bound("end"))
             .order_by(runs.c.started_at))
 
+
+
+def select_payload(task_id: int):
+    """The payload of one task (``show`` reads its callable and arguments)."""
+    return select(tasks.c.kind, tasks.c.payload).where(tasks.c.id == task_id)
+
+
+def query_failed_page(filters, limit: int):
+    """(id, error, updated_at) of FAILED tasks matching ``filters`` with id > :after, the
+    first ``limit`` by id: one page of the failure triage (a range scan of the primary key,
+    so each page costs its own rows whatever the table's size)."""
+    stmt = _filtered(select(tasks.c.id, tasks.c.error, tasks.c.updated_at), filters)
+    return (stmt.where(tasks.c.state == "FAILED", tasks.c.id > bound("after"))
+            .order_by(tasks.c.id).limit(limit))
+
+
+def select_slowest_names():
+    """(task name, runs, mean and longest run seconds) of runs that ended since :since, the
+    :limit slowest on average (the ended_at index bounds the runs read)."""
+    took = runs.c.ended_at - runs.c.started_at
+    return (select(tasks.c.name, func.count(), func.avg(took), func.max(took))
+            .select_from(runs.join(tasks, tasks.c.id == runs.c.task_id))
+            .where(runs.c.ended_at >= bound("since"))
+            .group_by(tasks.c.name)
+            .order_by(func.avg(took).desc())
+            .limit(bound("limit")))

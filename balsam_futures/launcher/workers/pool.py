@@ -33,6 +33,7 @@ from ...backends.store import ClaimedTask, TaskOutcome
 from ...errors import TaskKilled, TaskTimeout, WorkerCrashed
 from ...serialization import dump_exception
 from ...tasks import TaskState, outcome_path
+from ...triage import error_summary
 from ..gpus import split_gpus, worker_gpu_env
 
 log = logging.getLogger(__name__)
@@ -325,8 +326,11 @@ class WorkerPool:
                 if ok:
                     outcomes.append(outcome_for(task, TaskState.RUN_DONE, result=blob))
                 else:
+                    # The one-line cause goes in the RUN_ERROR history row, where
+                    # `ls --history` and triage read it without unpickling the exception.
                     outcomes.append(outcome_for(task, TaskState.RUN_ERROR, error=blob,
-                                                message="the task raised an exception"))
+                                                message=error_summary(
+                                                    blob, "the task raised an exception")))
         except (EOFError, OSError):
             self._replace_dead(w, outcomes, handback)
 
