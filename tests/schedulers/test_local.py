@@ -155,5 +155,5 @@ def test_cli_service_once(job_site):
                     "max_total_nodes": 1, "options": {"workers": 1, "idle_timeout": 0.5}}}))
     code, out = cli("service", "--site", job_site.path, "--once")
     assert code == 0
-    assert out.strip() == ("backlog 0 task(s) needing 0 node(s); submitted none; withdrew "
-                           "none; 0 job(s) changed state")
+    assert out.strip() == ("backlog 0 task(s) needing 0 node(s) (0.00 node-hour(s) expected, "
+                           "5 min jobs); submitted none; withdrew none; 0 job(s) changed state")

@@ -33,13 +33,16 @@ def fill_expected(skip_locked: bool = False):
     ``skip_locked`` (PostgreSQL): rows another transaction holds (a claim, an outcome) are
     skipped, not waited for: waiting on them inside a launcher's round trip deadlocked
     launchers that were learning estimates at the same time."""
-    estimate = select(kinds.c.p90_s).where(kinds.c.key == estimate_key()).scalar_subquery()
-    picked = select(tasks.c.id).where(tasks.c.id > bound("lo"), tasks.c.id <= bound("hi"))
+    def estimate():
+        return select(kinds.c.p90_s).where(kinds.c.key == estimate_key()).scalar_subquery()
+
+    # Only the rows that change are picked, hence locked: a claim running beside this one
+    # skips locked rows, and must not find the whole new backlog locked.
+    picked = select(tasks.c.id).where(tasks.c.id > bound("lo"), tasks.c.id <= bound("hi"),
+                                      estimate() != tasks.c.expected_s)
     if skip_locked:
         picked = picked.with_for_update(skip_locked=True)
-    return (update(tasks)
-            .where(tasks.c.id.in_(picked), estimate != tasks.c.expected_s)
-            .values(expected_s=estimate))
+    return update(tasks).where(tasks.c.id.in_(picked)).values(expected_s=estimate())
 
 
 def set_watermark():
