@@ -42,6 +42,8 @@ REFRESH_MIN_S = 1.0
 #: Tasks of a kind refreshed at once, the first in claim order (the rest keep the estimate
 #: they had until the kind's next refresh): a bound on the rows one round trip rewrites.
 REFRESH_ROWS = 5_000
+#: How often at most the estimate of a sub-second kind is written (see _learn).
+SHORT_WRITE_S = 1.0
 #: Task ids whose expected run times one round trip fills in.
 FILL_CHUNK = 20_000
 
@@ -117,9 +119,14 @@ class Estimates:
     def _prepare_claim(self, cur: Any, offer: ClaimOffer, now: float) -> ClaimOffer:
         """Before a claim: fill in expected run times of new tasks, and apply the starvation
         guard (returns the offer to claim with)."""
-        watermark, newest, oldest = self._exec(cur, "claim_probe", {}).fetchone()
+        watermark, newest, oldest, long_kinds = self._exec(
+            cur, "claim_probe", {"min_s": REFRESH_MIN_S}).fetchone()
         low = int(watermark or 0)
-        if newest is not None and newest > low and self._may_fill(cur):
+        # While every kind is sub-second there is nothing worth filling in (their order hardly
+        # matters, as for refreshes), and the watermark stays: once a long kind appears, the
+        # tasks since are filled FILL_CHUNK at a time.  A stream of short tasks pays the
+        # probe alone.
+        if long_kinds and newest is not None and newest > low and self._may_fill(cur):
             # At most FILL_CHUNK ids per round trip: a map of a million tasks is filled in
             # over several round trips, none of them long.
             high = min(newest, low + FILL_CHUNK)
@@ -168,12 +175,25 @@ class Estimates:
             if key is not None:
                 durations.setdefault(key, []).append(
                     max(0.0, o.run["ended_at"] - o.run["started_at"]))
+        # A sub-second kind written less than SHORT_WRITE_S ago keeps its new durations here
+        # until then: a stream of short tasks would otherwise cost two statements per round
+        # trip for estimates that change nothing (the order of sub-second kinds hardly
+        # matters; see REFRESH_MIN_S).  What is held is at most SHORT_WRITE_S of samples.
+        held = self.__dict__.setdefault("_short_kinds", {})
+        for key in list(durations):
+            last = held.get(key)
+            if last is not None and now - last[0] < SHORT_WRITE_S:
+                last[1].extend(durations.pop(key))
         # Sorted: two PostgreSQL launchers writing the same kinds lock them in one order.
         for key in sorted(durations):
+            pending = held.pop(key, (0.0, []))[1]
             row = self._exec(cur, "select_kind", {"key": key}).fetchone()
             count, samples, old = (row[0], json.loads(row[1]), row[2]) if row else (0, [], None)
+            durations[key] = pending + durations[key]
             window = updated_window(samples, durations[key])
             p90 = quantile(window, 0.9)
+            if p90 < REFRESH_MIN_S:
+                held[key] = (now, [])
             self._exec(cur, "upsert_kind", {
                 "key": key, "count": count + len(durations[key]),
                 "median": quantile(window, 0.5), "p90": p90,

@@ -213,3 +213,32 @@ def test_stats_kinds_shows_the_estimates(backend, make_store, tmp_path, request)
     assert "sim" in out.output and "20 s" in out.output and "28 s" in out.output
     out = CliRunner().invoke(main, ["stats", "--kinds", "--json", "--db-url", str(url)])
     assert '"count": 2' in out.output
+
+
+def test_a_sub_second_kind_is_written_at_most_once_a_second(store):
+    from balsam_futures.backends.estimates import SHORT_WRITE_S
+
+    clock = store.clock = FakeClock()
+    lid = launcher(store)
+    run_all(store, lid, [("tiny", 0.01)])
+    run_all(store, lid, [("tiny", 0.02), ("tiny", 0.03)])  # held: written a moment ago
+    assert {k["key"]: k["count"] for k in store.kind_estimates()} == {"tiny": 1}
+    clock.advance(SHORT_WRITE_S)
+    run_all(store, lid, [("tiny", 0.04)])  # due: the held durations go with it
+    assert {k["key"]: k["count"] for k in store.kind_estimates()} == {"tiny": 4}
+    # A kind of seconds is written every time.
+    run_all(store, lid, [("long", 5.0)])
+    run_all(store, lid, [("long", 6.0)])
+    assert {k["key"]: k["count"] for k in store.kind_estimates()}["long"] == 2
+
+
+def test_sub_second_kinds_alone_are_not_filled_in(store):
+    lid = launcher(store)
+    run_all(store, lid, [("tiny", 0.01)])
+    (tid,) = store.create_tasks([spec("tiny")])
+    store.exchange(lid, [], [], 1)
+    assert store.get_tasks([tid])[0]["expected_s"] == 0.0
+    run_all(store, lid, [("long", 30.0)])  # now a kind worth filling in exists
+    (later,) = store.create_tasks([spec("long")])
+    store.exchange(lid, [], [], 1)
+    assert store.get_tasks([later])[0]["expected_s"] == pytest.approx(30.0)

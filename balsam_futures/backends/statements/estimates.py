@@ -3,7 +3,7 @@ time (filled in and refreshed from it), and what the claim order and the CLI rea
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import exists, func, select, text, update
 
 from ...tasks import CLAIMABLE
 from ..schema import estimate_key, kinds, meta, tasks
@@ -15,13 +15,15 @@ WATERMARK_KEY = "estimated_through"
 
 def claim_probe():
     """What a claim checks first, in one round trip: the fill watermark, the newest task id,
-    and when the oldest claimable task of the highest priority was created (the starvation
-    guard; read from the head of ix_bf_tasks_claim, so one index entry)."""
+    when the oldest claimable task of the highest priority was created (the starvation
+    guard; read from the head of ix_bf_tasks_claim, so one index entry), and whether any
+    kind's estimate is long enough to be filled in (see ``fill_expected``)."""
     watermark = select(meta.c.value).where(meta.c.key == WATERMARK_KEY).scalar_subquery()
     newest = select(func.max(tasks.c.id)).scalar_subquery()
     oldest = (select(tasks.c.created_at).where(in_states(CLAIMABLE))
               .order_by(tasks.c.priority.desc(), tasks.c.id).limit(1).scalar_subquery())
-    return select(watermark, newest, oldest)
+    long_kinds = exists().where(kinds.c.p90_s >= bound("min_s"))
+    return select(watermark, newest, oldest, long_kinds)
 
 
 def fill_expected(skip_locked: bool = False):
