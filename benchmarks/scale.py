@@ -435,8 +435,20 @@ def run(args) -> dict:
                 figures["cli_sqlite"] = {"rows": figures["master"]["rows"],
                                          **cli_times(url, base / "master", env)}
     finally:
+        if args.keep_logs:
+            keep_logs(base, Path(args.keep_logs))
         shutil.rmtree(base, ignore_errors=True)
     return figures
+
+
+def keep_logs(base: Path, dest: Path) -> None:
+    """Copy the launchers' logs of every campaign (``<section>-<name>``) to ``dest`` before
+    the temporary directory goes: what a launcher said when its share or a campaign looks
+    wrong."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for pattern in ("*/logs/*.log", "*/bench-logs/*.log"):  # the site's, and their stderr
+        for log in base.glob(pattern):
+            shutil.copy2(log, dest / f"{log.parent.parent.name}-{log.parent.name}-{log.name}")
 
 
 def render(f: dict) -> str:
@@ -517,6 +529,8 @@ def parse_args(argv=None):
                          "cli (the command line and EXPLAIN on as many rows as the master's, "
                          "on both backends; with postgres and master)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--keep-logs", default=None, metavar="DIR",
+                    help="copy the launchers' logs to DIR before the temporary sites go")
     args = ap.parse_args(argv)
     if not 0 < args.scale <= 1:
         ap.error(f"--scale must be in (0, 1], not {args.scale}")
