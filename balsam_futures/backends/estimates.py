@@ -186,6 +186,13 @@ class Estimates:
                 last[1].extend(durations.pop(key))
         # Sorted: two PostgreSQL launchers writing the same kinds lock them in one order.
         for key in sorted(durations):
+            if self._skip_locked and not self._exec(
+                    cur, "pg_try_kind_lock", {"lock_key": f"bf_kind:{key}"}).fetchone()[0]:
+                # Another launcher is writing this kind: keep these durations for the next
+                # round trip rather than wait for its whole transaction.
+                last = held.setdefault(key, (now - SHORT_WRITE_S, []))
+                last[1].extend(durations[key])
+                continue
             pending = held.pop(key, (0.0, []))[1]
             row = self._exec(cur, "select_kind", {"key": key}).fetchone()
             count, samples, old = (row[0], json.loads(row[1]), row[2]) if row else (0, [], None)

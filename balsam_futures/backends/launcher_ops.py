@@ -128,11 +128,12 @@ class LauncherOps:
                 # rows of all three parts go in one statement, at the end.
                 ended = {o.task_id for o in outcomes}
                 history: list[dict[str, Any]] = []
+                learned: list[TaskOutcome] = []
                 lost = self._started(cur, launcher_id, [i for i in started if i not in ended],
                                      now, history)
                 if outcomes:
                     self._record(cur, launcher_id, outcomes, now, history,
-                                 claimed_first=ended.intersection(started))
+                                 claimed_first=ended.intersection(started), learned=learned)
                 rows = []
                 if limit > 0:
                     # Expected run times of new tasks, and the starvation guard (estimates.py).
@@ -149,6 +150,9 @@ class LauncherOps:
                     for child, parent, result in self._exec_once(
                             cur, q.select_parent_results(needy), {}).fetchall():
                         parents.setdefault(child, {})[parent] = _blob(result)
+                # Last: a kind's estimate row is shared by every launcher running that kind,
+                # so it is held from here to the commit only (estimates.py).
+                self._learn(cur, learned, now)
         if was_fenced:
             raise fenced(launcher_id)
         return Exchange([self._claimed_task(r, parents) for r in rows], lost)
@@ -186,7 +190,8 @@ class LauncherOps:
 
     def _record(self, cur: Any, launcher_id: int, outcomes: Sequence[TaskOutcome],
                 now: float, history: list[dict[str, Any]] | None = None,
-                claimed_first: set[int] | frozenset[int] = frozenset()) -> int:
+                claimed_first: set[int] | frozenset[int] = frozenset(),
+                learned: list[TaskOutcome] | None = None) -> int:
         """Write outcomes of runs ``launcher_id`` holds; their history rows go to ``history``
         (else they are inserted here).  ``claimed_first``: tasks known to be CLAIMED still
         (their runs started and ended since the last round trip)."""
@@ -206,7 +211,10 @@ class LauncherOps:
         if len(kept) != len(outcomes):
             log.warning("launcher %s: %d outcome(s) dropped (task no longer held, or sent "
                         "twice)", launcher_id, len(outcomes) - len(kept))
-        self._learn(cur, kept, now)  # run-time estimates (estimates.py)
+        if learned is None:
+            self._learn(cur, kept, now)  # run-time estimates (estimates.py)
+        else:
+            learned.extend(kept)  # learned by the caller at the end of its transaction
         runs = [o for o in kept if o.run is not None]
         if runs:
             # Most runs of a launcher share a few placements: encode each JSON value once.

@@ -58,6 +58,13 @@ def pg_try_fill_lock():
     return text("SELECT pg_try_advisory_xact_lock(hashtext('bf_fill'))")
 
 
+def pg_try_kind_lock():
+    """PostgreSQL: whether this transaction may write the estimate of kind :lock_key now.
+    Launchers finishing runs of one kind would otherwise queue on its bf_kinds row, each
+    waiting for the others' whole round trips (and with other waits, deadlock)."""
+    return text("SELECT pg_try_advisory_xact_lock(hashtext(:lock_key))")
+
+
 def select_estimate_keys(ids: list[int]):
     """(id, estimate key) of tasks ``ids``."""
     return select(tasks.c.id, estimate_key()).where(tasks.c.id.in_(ids))
