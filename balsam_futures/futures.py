@@ -98,35 +98,28 @@ class BalsamFuture(Future):
         self._withdrawn = False
         self._registry: Registry | None = None
 
+    def _made(self, slot: str, make: Any) -> Any:
+        """The value in ``slot``, made by ``make()`` the first time (once, under a lock)."""
+        value = getattr(self, slot)
+        if value is None:
+            with _LAZY_FIELDS:
+                value = getattr(self, slot)
+                if value is None:
+                    value = make()
+                    setattr(self, slot, value)
+        return value
+
     @property
     def _condition(self) -> threading.Condition:
-        cond = self._cond
-        if cond is None:
-            with _LAZY_FIELDS:
-                cond = self._cond
-                if cond is None:
-                    cond = self._cond = threading.Condition()
-        return cond
+        return self._made("_cond", threading.Condition)
 
     @property
     def _waiters(self) -> list:
-        waiters = self._waiters_
-        if waiters is None:
-            with _LAZY_FIELDS:
-                waiters = self._waiters_
-                if waiters is None:
-                    waiters = self._waiters_ = []
-        return waiters
+        return self._made("_waiters_", list)
 
     @property
     def _done_callbacks(self) -> list:
-        callbacks = self._callbacks
-        if callbacks is None:
-            with _LAZY_FIELDS:
-                callbacks = self._callbacks
-                if callbacks is None:
-                    callbacks = self._callbacks = []
-        return callbacks
+        return self._made("_callbacks", list)
 
     @_done_callbacks.setter
     def _done_callbacks(self, value: list) -> None:

@@ -43,6 +43,35 @@ def make_executor(site_dir):
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+@pytest.fixture
+def pg_site():
+    """A site directory whose own PostgreSQL server (``balsam-futures db``, LocalPostgres)
+    the test drives; whatever server is left there is stopped at the end.  Skipped with the
+    reason where the server binaries or psycopg2 are missing."""
+    from pathlib import Path
+
+    from balsam_futures.backends.pgserver import LocalPostgres, PostgresServerError, find_binary
+
+    try:
+        import psycopg2  # noqa: F401
+
+        find_binary("initdb")
+    except (ImportError, PostgresServerError) as exc:
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    base = Path(tempfile.mkdtemp(prefix="bf-site-pg-"))
+    site = base / "site"
+    site.mkdir()
+    for d in (base, site):
+        os.chmod(d, 0o711)  # the server's user must be able to enter them
+    try:
+        yield site
+    finally:
+        try:
+            LocalPostgres(site / "postgres").stop(mode="immediate")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """A throwaway PostgreSQL cluster for the whole session (initdb + pg_ctl, ~1 s).

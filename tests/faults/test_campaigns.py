@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections import Counter
@@ -280,32 +279,6 @@ def test_campaign_master_kill_9_then_attach(dirs):
 
 def db(*args) -> subprocess.CompletedProcess:
     return subprocess.run(cli("db", *args), capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def pg_site():
-    """A site directory whose own PostgreSQL server (``balsam-futures db``) the test drives;
-    whatever server is left is stopped at the end."""
-    from balsam_futures.backends.pgserver import LocalPostgres, PostgresServerError, find_binary
-
-    try:
-        import psycopg2  # noqa: F401
-
-        find_binary("initdb")
-    except (ImportError, PostgresServerError) as exc:
-        pytest.skip(f"PostgreSQL is not available here: {exc}")
-    base = Path(tempfile.mkdtemp(prefix="bf-campaign-pg-"))
-    site = base / "site"
-    site.mkdir()
-    for d in (base, site):
-        os.chmod(d, 0o711)  # the server's user must be able to enter them
-    try:
-        yield site
-    finally:
-        try:
-            LocalPostgres(site / "postgres").stop(mode="immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.postgres

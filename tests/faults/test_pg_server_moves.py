@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -31,26 +29,8 @@ RUN_AS = ["--run-as", "postgres"] if ROOT else []
 
 
 @pytest.fixture
-def site():
-    """A site directory for a private cluster; whatever server the test left is stopped."""
-    from balsam_futures.backends.pgserver import LocalPostgres, PostgresServerError, find_binary
-
-    try:
-        import psycopg2  # noqa: F401
-
-        find_binary("initdb")
-    except (ImportError, PostgresServerError) as exc:
-        pytest.skip(f"PostgreSQL is not available here: {exc}")
-    base = Path(tempfile.mkdtemp(prefix="bf-pgmove-"))
-    path = base / "site"
-    path.mkdir()
-    for d in (base, path):
-        os.chmod(d, 0o711)  # the server's user must be able to enter them
-    yield path
-    try:
-        LocalPostgres(path / "postgres").stop(mode="immediate")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def site(pg_site):
+    return pg_site
 
 
 def db(*args):

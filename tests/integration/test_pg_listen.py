@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,31 +18,6 @@ from balsam_futures.errors import BalsamFuturesError
 from balsam_futures.tasks import Resources, TaskOptions, TaskSpec, TaskState
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(150)]
-
-
-@pytest.fixture
-def pg_site():
-    from balsam_futures.backends.pgserver import find_binary
-    from balsam_futures.errors import PostgresServerError
-
-    try:
-        import psycopg2  # noqa: F401
-
-        find_binary("initdb")
-    except (ImportError, PostgresServerError) as exc:
-        pytest.skip(f"PostgreSQL is not available here: {exc}")
-    base = Path(tempfile.mkdtemp(prefix="bf-listen-"))
-    site = base / "site"
-    site.mkdir()
-    for d in (base, site):
-        os.chmod(d, 0o711)  # the server's user must be able to enter them
-    try:
-        yield site
-    finally:
-        try:
-            LocalPostgres(site / "postgres").stop(mode="immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def db(*args):
