@@ -65,8 +65,14 @@ def default_workdir(task: _tasks.TaskContext) -> Path:
     ``job.out`` (a Python task of a launcher that is not its executor's own child):
     ``<site>/data/<workflow tag, or default>/<name>_<id>``."""
     site = Path(task.site) if task.site else resolve_site(None)
-    workflow = _safe_name(task.tags.get("workflow", "default"))
-    return site / "data" / workflow / f"{_safe_name(task.name or 'task')}_{task.id}"
+    return site / "data" / relative_default_workdir(task.name, task.tags, task.id)
+
+
+def relative_default_workdir(name: str | None, tags: Mapping[str, str], task_id: int) -> str:
+    """``default_workdir`` relative to the site's data/ directory (a task's ``workdir``
+    option in that form resolves to the same place)."""
+    workflow = _safe_name(tags.get("workflow", "default"))
+    return f"{workflow}/{_safe_name(name or 'task')}_{task_id}"
 
 
 

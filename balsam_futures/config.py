@@ -65,6 +65,18 @@ SETTINGS: dict[str, Setting] = {
                 "a task claimable for longer than this is claimed in submission order, ahead "
                 "of longer tasks of its priority",
                 valid=_positive_finite, accepts="a finite number of seconds > 0"),
+        Setting("STAGE_RETRIES", 3, int,
+                "attempts a launcher makes at a task's stage_in or stage_out transfer before "
+                "the task fails",
+                valid=lambda v: v >= 1, accepts="an integer >= 1"),
+        Setting("GLOBUS_ENDPOINT", None, str,
+                "this site's Globus endpoint (collection) id: the local side of globus:// "
+                "stage_in and stage_out transfers",
+                valid=lambda v: bool(re.fullmatch(r"[0-9a-fA-F-]{36}", v)),
+                accepts="a UUID such as 6c54cade-bde5-45c1-bdea-f4bd71dba2cc"),
+        Setting("GLOBUS_TOKEN", None, str,
+                "a Globus Transfer access token for globus:// transfers (see "
+                "docs/workflows.md, \"Data staging\")", secret=True),
         Setting("LOG_LEVEL", "INFO", str, "launcher log level",
                 valid=lambda v: v.upper() in LOG_LEVELS,
                 accepts="one of " + ", ".join(LOG_LEVELS) + " (any case)"),

@@ -303,3 +303,15 @@ class BatchJobError(BalsamFuturesError, LookupError):
 
 class TemplateError(BalsamFuturesError, ValueError):
     """A batch-script template could not be rendered (syntax error, undefined variable)."""
+
+
+class StagingError(BalsamFuturesError):
+    """A task's files could not be staged: a stage_out pattern matched no file, a transfer
+    failed, or a transport is missing its program, package or setting; the message names the
+    files and carries the transfer's own words."""
+
+
+class CacheKeyError(BalsamFuturesError, ValueError):
+    """``cache=True`` was asked for, but the callable, an argument or an input file of the task
+    cannot be hashed stably (a generator, a lock, an open file, an object that cannot be
+    pickled, a missing input...); the message names which one."""

@@ -18,6 +18,7 @@ futures.  Running tasks is the launcher's job (``launcher/``), resolving futures
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -94,6 +95,9 @@ class BalsamExecutor(_cf.Executor):
         mpi_launcher: how the local launcher starts tasks of several ranks: ``mpich``
             (hydra ``mpiexec``, the default; ``pip install mpich`` provides it), ``openmpi``,
             ``srun``, ``aprun``, ``pals`` or ``flux``.
+        cache: the default of the ``cache=`` task option (memoization): True answers a
+            call from the stored result of an identical call that succeeded, or follows one
+            in flight, instead of running it again; see docs/workflows.md, "Caching".
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class BalsamExecutor(_cf.Executor):
         options: TaskOptions | None = None,
         gpus: int | Sequence[str] | None = None,
         mpi_launcher: str | None = None,
+        cache: bool | str | None = None,
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -130,6 +135,8 @@ class BalsamExecutor(_cf.Executor):
             launcher_class(mpi_launcher)  # an unknown name fails here, listing the valid ones
         self._max_workers = max_workers
         self._options = options or TaskOptions()
+        if cache is not None:
+            self._options = self._options.merged(cache=cache)
         init_blob = pack_initializer(initializer, initargs) if initializer else None
 
         self._site: Site | None = None
@@ -217,7 +224,9 @@ class BalsamExecutor(_cf.Executor):
         ``ex.options(tags={"exp": "a"}, max_retries=2, timeout=60).submit(fn, x, name=...)``
         Valid options: name, description, tags, data, resources, max_retries, timeout,
         auto_timeout_retry, priority, workdir, depends_on, allow_parent_failure, kind (the
-        name its run time is learned under; see docs/mpi-gpus.md, "Claim order").
+        name its run time is learned under; see docs/mpi-gpus.md, "Claim order"), cache and
+        cache_version (memoization), stage_in and stage_out (data staging; see
+        docs/workflows.md).
         """
         return _OptionsView(self, self._options.merged(**changes))
 
@@ -244,24 +253,58 @@ class BalsamExecutor(_cf.Executor):
             name = choose_name(options.name or fn.name, fn.default_name)
             spec = self._shell_spec(options, fn, None, args, kwargs, name)
             return self._store_specs([spec])[0]
+        key = self._call_key(options, fn, args, kwargs) if options.cache else None
         spec = self._make_spec(options, "python", dump_callable(fn), args, kwargs,
-                               choose_name(options.name, task_name(fn)))
+                               choose_name(options.name, task_name(fn)), key)
         return self._store_specs([spec])[0]
+
+    def _call_key(self, options: TaskOptions, fn, args, kwargs) -> str:
+        from .cache_key import call_key
+
+        return call_key(fn, args, kwargs, version=options.cache_version,
+                        future_key=self._future_cache_key)
+
+    def _future_cache_key(self, fut: Any) -> str:
+        """The cache key of a future among a cached call's arguments: its task's own (the
+        result it stands for is known only when that task ends)."""
+        from .errors import CacheKeyError
+
+        task_id = fut.task_id if isinstance(fut, BalsamFuture) else None
+        key = self._store.cache_keys([task_id]).get(task_id) if task_id is not None else None
+        if key is None:
+            raise CacheKeyError(
+                "cache=True: an argument is the future of a task"
+                + (f" ({task_id})" if task_id is not None else "")
+                + " that was not submitted with cache=, so its result cannot be part of the "
+                "key before it runs; submit that task with cache=True too, or pass its result")
+        return key
 
     def _shell_spec(self, options: TaskOptions, app: ShellApp, fn_bytes: bytes | None,
                     args: tuple, kwargs: dict, name: str) -> TaskSpec:
         """The TaskSpec of one run of ``app`` (its parameters checked here, at submit)."""
         fn, args = shell_call(app, args, kwargs)
+        if (options.stage_in or options.stage_out) and app.workdir is not None:
+            raise ValueError(
+                f"ShellApp {app.default_name!r} names its own workdir template; stage_in and "
+                "stage_out place files in the task's working directory, which the launcher "
+                "must know before the run: give workdir= as a task option instead")
+        key = None
+        if options.cache:
+            from .cache_key import shell_key
+
+            key = shell_key(app, args[1], version=options.cache_version,
+                            future_key=self._future_cache_key)
         if not options.description:
             # The command line, for `balsam-futures show` and `ls --json` (a parameter that
             # is a future is filled in only when the task runs).
             command = app.describe(args[1])
             if command:
                 options = options.merged(description=command)
-        return self._make_spec(options, "shell", fn_bytes or dump_callable(fn), args, {}, name)
+        return self._make_spec(options, "shell", fn_bytes or dump_callable(fn), args, {}, name,
+                               key)
 
     def _make_spec(self, options: TaskOptions, kind: str, fn_bytes: bytes, args: tuple,
-                   kwargs: dict, name: str) -> TaskSpec:
+                   kwargs: dict, name: str, cache_key: str | None = None) -> TaskSpec:
         """Build one TaskSpec: futures among the arguments become dependencies whose results
         take their place when the task runs; ``options.depends_on`` adds more."""
         if self._launcher is not None:
@@ -277,7 +320,8 @@ class BalsamExecutor(_cf.Executor):
                     "with enough nodes")
         args, kwargs, parents = call_dependencies(self._store, args, kwargs, options.depends_on)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,
-                        parent_id=self._parent_id, depends_on=tuple(parents))
+                        parent_id=self._parent_id, depends_on=tuple(parents),
+                        cache_key=cache_key)
 
     def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
         with self._shutdown_lock:
@@ -317,6 +361,11 @@ class BalsamExecutor(_cf.Executor):
         while batch := list(itertools.islice(calls, MAP_BATCH)):
             if isinstance(fn, ShellApp):
                 specs = [self._shell_spec(options, fn, fn_bytes, a, k, name) for a, k in batch]
+            elif options.cache:
+                stored = fn if chunksize == 1 else functools.partial(_process_chunk, fn)
+                specs = [self._make_spec(options, "python", fn_bytes, a, k, name,
+                                         self._call_key(options, stored, a, k))
+                         for a, k in batch]
             else:
                 specs = [self._make_spec(options, "python", fn_bytes, a, k, name)
                          for a, k in batch]

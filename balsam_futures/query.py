@@ -43,7 +43,8 @@ INT_FIELDS = frozenset({"priority", "max_retries", *RESOURCE_FIELDS})
 #: there by hand is held by no launcher that knows it, so none would ever run, finish or
 #: requeue it.
 LAUNCHER_OWNED: frozenset[TaskState] = HELD | {
-    TaskState.RUN_DONE, TaskState.POSTPROCESSED, TaskState.RUN_ERROR, TaskState.RUN_TIMEOUT}
+    TaskState.RUN_DONE, TaskState.POSTPROCESSED, TaskState.RUN_ERROR, TaskState.RUN_TIMEOUT,
+    TaskState.STAGED_IN, TaskState.STAGED_OUT}
 
 
 def _parse(key: str, value: Any) -> list[tuple[str, str, Any]]:
@@ -211,8 +212,18 @@ class TaskQuery:
         """Run the matching tasks again: move the FAILED and KILLED ones to RESTART_READY;
         returns how many moved.  The others stay where they are (a task a launcher holds is
         never moved by hand: two copies would run)."""
-        retriable = [s.value for s in FINAL if TaskState.RESTART_READY in TRANSITIONS[s]]
-        return self.filter(state__in=retriable).update(state=TaskState.RESTART_READY)
+        retriable = self.filter(
+            state__in=[s.value for s in FINAL if TaskState.RESTART_READY in TRANSITIONS[s]])
+        # A task with inputs to fetch whose transfer failed fetches them again first (what
+        # is present already is kept); staging=None leaves out the tasks without any.
+        failed_in = [r["id"] for r in retriable.filter(state="FAILED", staging__ne=None)
+                     if (r.get("staging") or {}).get("in")]
+        moved = 0
+        if failed_in:
+            moved = retriable.filter(id__in=failed_in).update(
+                state=TaskState.AWAITING_STAGE_IN)
+            retriable = retriable.filter(id__not_in=failed_in)
+        return moved + retriable.update(state=TaskState.RESTART_READY)
 
     def tagged_any(self, tags: Mapping[str, Any]) -> TaskQuery:
         """Tasks that also carry, for each key of ``tags``, its value or one of its values

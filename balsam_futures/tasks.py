@@ -12,6 +12,20 @@ module compares state strings.
                                                       └──> RESTART_READY (launcher lost)
     READY / RESTART_READY / CLAIMED / AWAITING_PARENTS / CREATED ──cancel──> CANCELLED
 
+Data staging (``stage_in=`` / ``stage_out=``) adds the moves of a launcher's transfer thread:
+
+    AWAITING_STAGE_IN ──claim──> STAGING_IN ──> STAGED_IN ──> READY ──> ... ──> RUN_DONE
+                                    ├──> FAILED (the transfer failed, retries spent)
+                                    └──> AWAITING_STAGE_IN (its launcher stopped or was lost)
+    RUN_DONE ──> STAGING_OUT ──> STAGED_OUT ──> JOB_FINISHED
+                    ├──> FAILED (the transfer failed, retries spent)
+                    └──> RESTART_READY (its launcher was lost: the run is done again)
+
+A cache hit (``cache=True``) is stored finished: CREATED ──> JOB_FINISHED with the result of
+the task it reuses; a task that follows an identical one in flight waits for it in
+AWAITING_PARENTS and takes its result (AWAITING_PARENTS ──> JOB_FINISHED), or runs on its
+own if that one does not succeed.
+
 CLAIMED is not RUNNING: a claimed task sits in its launcher's short backlog under that
 launcher's lease and can still be cancelled; RUNNING means a run has started.  A launcher
 writes its CLAIMED→RUNNING moves in the same transaction as its next outcomes and claims, so
@@ -31,10 +45,15 @@ from . import validation
 class TaskState(str, enum.Enum):
     CREATED = "CREATED"
     AWAITING_PARENTS = "AWAITING_PARENTS"
+    AWAITING_STAGE_IN = "AWAITING_STAGE_IN"
+    STAGING_IN = "STAGING_IN"
+    STAGED_IN = "STAGED_IN"
     READY = "READY"
     CLAIMED = "CLAIMED"
     RUNNING = "RUNNING"
     RUN_DONE = "RUN_DONE"
+    STAGING_OUT = "STAGING_OUT"
+    STAGED_OUT = "STAGED_OUT"
     POSTPROCESSED = "POSTPROCESSED"
     JOB_FINISHED = "JOB_FINISHED"
     RUN_ERROR = "RUN_ERROR"
@@ -52,11 +71,16 @@ S = TaskState
 
 STATE_DESCRIPTIONS: dict[TaskState, str] = {
     S.CREATED: "stored, not yet examined",
-    S.AWAITING_PARENTS: "waits for the tasks it depends on",
+    S.AWAITING_PARENTS: "waits for the tasks it depends on (or for an identical task)",
+    S.AWAITING_STAGE_IN: "waits for a launcher to fetch its inputs (stage_in)",
+    S.STAGING_IN: "a launcher fetches its inputs",
+    S.STAGED_IN: "its inputs are in its working directory",
     S.READY: "may be claimed by a launcher",
     S.CLAIMED: "held by a launcher, not started yet (can still be cancelled)",
     S.RUNNING: "running under a launcher",
     S.RUN_DONE: "the run ended successfully",
+    S.STAGING_OUT: "its launcher ships its outputs (stage_out)",
+    S.STAGED_OUT: "its outputs were shipped",
     S.POSTPROCESSED: "the post-processing hook ran",
     S.JOB_FINISHED: "finished; the result is stored",
     S.RUN_ERROR: "the run raised or exited non-zero",
@@ -68,18 +92,31 @@ STATE_DESCRIPTIONS: dict[TaskState, str] = {
 }
 
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    S.CREATED: frozenset({S.READY, S.AWAITING_PARENTS, S.CANCELLED}),
-    S.AWAITING_PARENTS: frozenset({S.READY, S.FAILED, S.CANCELLED}),
+    # To JOB_FINISHED: a cache hit, stored with the result it reuses.
+    S.CREATED: frozenset({S.READY, S.AWAITING_PARENTS, S.AWAITING_STAGE_IN, S.JOB_FINISHED,
+                          S.CANCELLED}),
+    # To JOB_FINISHED: it followed an identical task in flight, which succeeded.
+    S.AWAITING_PARENTS: frozenset({S.READY, S.AWAITING_STAGE_IN, S.JOB_FINISHED, S.FAILED,
+                                   S.CANCELLED}),
+    S.AWAITING_STAGE_IN: frozenset({S.STAGING_IN, S.CANCELLED}),
+    # Back to AWAITING_STAGE_IN: its launcher stopped or was lost during the transfer.
+    S.STAGING_IN: frozenset({S.STAGED_IN, S.FAILED, S.AWAITING_STAGE_IN, S.CANCELLED}),
+    S.STAGED_IN: frozenset({S.READY}),
     S.READY: frozenset({S.CLAIMED, S.CANCELLED}),
     S.RESTART_READY: frozenset({S.CLAIMED, S.CANCELLED}),
     # Back to READY: its launcher stopped or was lost before starting it (not a restart).
     S.CLAIMED: frozenset({S.RUNNING, S.READY, S.RESTART_READY, S.CANCELLED}),
     S.RUNNING: frozenset({S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.KILLED, S.RESTART_READY}),
-    S.RUN_DONE: frozenset({S.POSTPROCESSED, S.JOB_FINISHED, S.RUN_ERROR}),
+    S.RUN_DONE: frozenset({S.POSTPROCESSED, S.JOB_FINISHED, S.RUN_ERROR, S.STAGING_OUT}),
+    # To RESTART_READY: its launcher was lost while shipping; the outputs may be gone too.
+    S.STAGING_OUT: frozenset({S.STAGED_OUT, S.FAILED, S.RESTART_READY}),
+    S.STAGED_OUT: frozenset({S.JOB_FINISHED}),
     S.POSTPROCESSED: frozenset({S.JOB_FINISHED}),
     S.RUN_ERROR: frozenset({S.RESTART_READY, S.FAILED}),
     S.RUN_TIMEOUT: frozenset({S.RESTART_READY, S.FAILED}),
-    S.FAILED: frozenset({S.RESTART_READY}),
+    # To AWAITING_STAGE_IN: a retry of a task with inputs fetches them again (what is
+    # present already is kept).
+    S.FAILED: frozenset({S.RESTART_READY, S.AWAITING_STAGE_IN}),
     S.KILLED: frozenset({S.RESTART_READY}),
     S.JOB_FINISHED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -88,7 +125,7 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 #: States a launcher may claim.
 CLAIMABLE: frozenset[TaskState] = frozenset({S.READY, S.RESTART_READY})
 #: States of a task held under a launcher's lease: requeued if that launcher is not alive.
-HELD: frozenset[TaskState] = frozenset({S.CLAIMED, S.RUNNING})
+HELD: frozenset[TaskState] = frozenset({S.CLAIMED, S.RUNNING, S.STAGING_IN, S.STAGING_OUT})
 #: States that resolve a future: nothing further happens without a manual retry.
 FINAL: frozenset[TaskState] = frozenset({S.JOB_FINISHED, S.FAILED, S.KILLED, S.CANCELLED})
 #: States the watcher reads events for.
@@ -199,6 +236,17 @@ class TaskOptions:
     #: The kind its run time is learned and estimated under (default: the task's name); see
     #: docs/mpi-gpus.md, "Claim order".
     kind: str | None = None
+    #: Memoization: True reuses the stored result of an identical call that succeeded (or
+    #: follows one in flight) instead of running; "refresh" runs it again and makes the new
+    #: result the one reused; False (default) always runs.  See docs/workflows.md, "Caching".
+    cache: bool | str = False
+    #: Part of the cache key: change it to invalidate the results stored so far.
+    cache_version: str | int | None = None
+    #: Files fetched into the working directory before the task runs: (url, dest) pairs;
+    #: and files shipped after a successful run: (glob pattern, url) pairs.  URLs: local
+    #: paths, file://, http(s):// (stage_in only), rsync://, host:path, globus://.
+    stage_in: Sequence[Any] = ()
+    stage_out: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         # Everything the task store would refuse is refused here, before the writer thread
@@ -220,6 +268,23 @@ class TaskOptions:
         object.__setattr__(self, "depends_on", validation.check_depends_on(self.depends_on))
         # As a float: the wall_time_s column is one, and SQLite cannot bind an int past 2**63.
         object.__setattr__(self, "timeout", validation.check_timeout(self.timeout))
+        if not (isinstance(self.cache, bool) or self.cache == "refresh"):
+            raise ValueError(f"cache must be True, False or 'refresh', not {self.cache!r}")
+        if self.cache_version is not None and (
+                not isinstance(self.cache_version, (str, int))
+                or isinstance(self.cache_version, bool)):
+            raise TypeError("cache_version must be a str or an int, not "
+                            f"{type(self.cache_version).__name__}")
+        if isinstance(self.cache_version, str):
+            validation.check_text("cache_version", self.cache_version)
+        if self.stage_in or self.stage_out:
+            from .staging import parse_stage_in, parse_stage_out  # only when staging is used
+
+            object.__setattr__(self, "stage_in", parse_stage_in(self.stage_in))
+            object.__setattr__(self, "stage_out", parse_stage_out(self.stage_out))
+        else:
+            object.__setattr__(self, "stage_in", ())
+            object.__setattr__(self, "stage_out", ())
 
     def merged(self, **changes: Any) -> TaskOptions:
         """A copy with ``changes`` applied; ``tags`` and ``data`` are merged key by key."""
@@ -245,18 +310,24 @@ class TaskSpec:
     state: TaskState = TaskState.READY
     parent_id: int | None = None
     depends_on: Sequence[int] = ()
+    #: The call's cache key (cache_key.py) when submitted with ``cache=``.
+    cache_key: str | None = None
 
 
 def outcome_path(
-    run_state: TaskState, num_restarts: int, max_retries: int, auto_timeout_retry: bool
+    run_state: TaskState, num_restarts: int, max_retries: int, auto_timeout_retry: bool,
+    stage_out: bool = False,
 ) -> tuple[TaskState, ...]:
     """The states a task moves through after RUNNING ends in ``run_state``.
+
+    A successful run of a task with ``stage_out`` files stops at STAGING_OUT, held by its
+    launcher until its transfer thread has shipped them.
 
     An error is retried while ``num_restarts < max_retries``.  A time-out is retried with
     ``auto_timeout_retry`` (Balsam's default) up to ``max(1, max_retries)`` times.
     """
     if run_state is S.RUN_DONE:
-        return (S.RUN_DONE, S.JOB_FINISHED)
+        return (S.RUN_DONE, S.STAGING_OUT if stage_out else S.JOB_FINISHED)
     if run_state is S.KILLED:
         return (S.KILLED,)
     if run_state is S.RUN_ERROR:

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from ..errors import SchemaMismatch
 from . import statements as q
 from .batchjobs import BatchJobs
+from .cache_ops import CacheOps
 from .connection import Connections
 from .dependencies import Dependencies
 from .estimates import Estimates
@@ -48,6 +49,7 @@ from .executor_ops import ExecutorOps
 from .launcher_ops import LauncherOps
 from .leases import Leases
 from .migrations import SCHEMA_VERSION, STEPS
+from .staging_ops import StagingOps
 from .store import (  # noqa: F401 - re-exported: the records callers import from here
     ClaimedTask,
     ClaimOffer,
@@ -64,7 +66,7 @@ APP_NAME = "balsam_futures"
 
 
 class SqlStore(Connections, ExecutorOps, LauncherOps, Leases, Dependencies, TaskQueries,
-               BatchJobs, Estimates):
+               BatchJobs, Estimates, CacheOps, StagingOps):
     """A task store over a SQLAlchemy engine.  Methods take and return lists."""
 
     dialect_name = "generic"

@@ -88,7 +88,7 @@ def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-_ENCODED = frozenset({"tags", "data"})
+_ENCODED = frozenset({"tags", "data", "staging"})
 #: Raised by drivers while binding a value they cannot send (sqlite3: an int over 64 bits;
 #: psycopg2: a NUL in a string): the statement is refused, not the store lost.
 _BINDING_ERRORS = (OverflowError, ValueError)

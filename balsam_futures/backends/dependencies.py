@@ -42,10 +42,30 @@ class Dependencies:
             edges: dict[int, list[tuple]] = {}
             for row in self._exec_once(cur, q.select_parents_of(child_ids), {}).fetchall():
                 edges.setdefault(row[0], []).append(row)
-            moves, failed = [], []
+            moves, failed, finished = [], [], []
             for child, rows in edges.items():
                 if rows[0][1] != TaskState.AWAITING_PARENTS.value:
                     continue
+                leader = rows[0][5]
+                if leader is not None:  # it follows an identical task (cache_ops.py)
+                    state = next((r[4] for r in rows if r[3] == leader), None)
+                    if state == TaskState.JOB_FINISHED.value:
+                        moves.append((child, TaskState.JOB_FINISHED, None,
+                                      f"cache hit: the result of task {leader}, which it "
+                                      "followed"))
+                        finished.append(child)
+                        continue
+                    if state is not None and state not in _PARENT_FAILED:
+                        continue  # still in flight: keep waiting for it
+                    # It did not succeed (or was deleted): this one runs itself.
+                    self._detach_follower(cur, child, leader, rows[0][6])
+                    own_rows = [r for r in rows if r[3] != leader]
+                    if not own_rows:
+                        moves.append((child, self._runnable(rows), None,
+                                      f"task {leader}, which it followed, ended "
+                                      f"{state or 'deleted'}: runs itself"))
+                        continue
+                    rows = own_rows
                 allow = bool(rows[0][2])
                 bad = [(r[3], r[4]) for r in rows if r[4] in _PARENT_FAILED]
                 if bad and not allow:
@@ -58,16 +78,34 @@ class Dependencies:
                                   f"parent {parent} ended {state}"))
                     failed.append(child)
                 elif all(r[4] in _PARENT_ENDED for r in rows):
-                    moves.append((child, TaskState.READY, None, "parents finished"))
+                    moves.append((child, self._runnable(rows), None, "parents finished"))
             if not moves:
                 return
             self._exec_many(cur, "release_child", [
                 {"b_id": c, "b_state": st.value, "b_error": err, "b_now": now}
-                for c, st, err, _m in moves])
+                for c, st, err, _m in moves if st is not TaskState.JOB_FINISHED])
+            self._exec_many(cur, "finish_follower",
+                            [{"b_id": c, "b_now": now} for c in finished])
             self._insert_history(cur, [
                 {"task_id": c, "from_state": TaskState.AWAITING_PARENTS.value,
                  "to_state": st.value, "at": now, "message": m} for c, st, _e, m in moves])
             if any(st is TaskState.READY for _c, st, _e, _m in moves):
                 self._announce_claimable(cur)
-            child_ids = ([r[0] for r in self._exec_once(cur, q.select_children_of(failed), {})]
-                         if failed else [])
+            ended = failed + finished  # their own children may go now
+            child_ids = ([r[0] for r in self._exec_once(cur, q.select_children_of(ended), {})]
+                         if ended else [])
+
+    def _runnable(self, rows: list[tuple]) -> TaskState:
+        """Where a released child goes: READY, or AWAITING_STAGE_IN if it has inputs to
+        fetch (its staging column, in every edge row)."""
+        staging = self._decode_json(rows[0][7]) if rows else None
+        return TaskState.AWAITING_STAGE_IN if staging and staging.get("in") else TaskState.READY
+
+    def _detach_follower(self, cur: Any, child: int, leader: int, key: str | None) -> None:
+        """``child`` followed ``leader``, which did not succeed: it runs itself, and the
+        submissions of the same call that come later follow it instead."""
+        values = {"b_id": child, "b_parent": leader}
+        self._exec(cur, "delete_follow_edge", values)
+        self._exec(cur, "detach_follower", values)
+        if key is not None:
+            self._exec(cur, "move_cache_entry", {**values, "key": key})

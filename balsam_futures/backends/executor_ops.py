@@ -28,6 +28,7 @@ class ExecutorOps:
         insert = self._stmt("insert_tasks")
         shared: dict[int, dict[str, Any]] = {}  # per TaskOptions object: map() shares one
         rows = []
+        any_cached = False
         for spec in specs:
             o = spec.options
             common = shared.get(id(o))
@@ -54,26 +55,44 @@ class ExecutorOps:
                     "priority": o.priority,
                     "kill_requested": False,
                     "workdir": o.workdir,
+                    "staging": _staging_json(insert, o),
                     "created_at": now,
                     "updated_at": now,
                 }
-            waits = bool(spec.depends_on)
+            if spec.depends_on:
+                state = TaskState.AWAITING_PARENTS
+            elif o.stage_in and spec.state is TaskState.READY:
+                state = TaskState.AWAITING_STAGE_IN  # a launcher fetches its inputs first
+            else:
+                state = spec.state
             rows.append((common, {
-                "id": None, "name": spec.name, "kind": spec.kind,
-                "state": (TaskState.AWAITING_PARENTS if waits else spec.state).value,
+                "id": None, "name": spec.name, "kind": spec.kind, "state": state.value,
                 "payload": spec.payload, "parent_id": spec.parent_id,
                 "num_parents": len(set(spec.depends_on)),
-                "allow_parent_failure": o.allow_parent_failure}))
+                "allow_parent_failure": o.allow_parent_failure,
+                "cache_key": spec.cache_key, "cached_from": None}))
+            any_cached = any_cached or spec.cache_key is not None
         with self._raw_write() as cur:
             ids = self._allocate_task_ids(cur, len(rows))
             for (_common, own), task_id in zip(rows, ids):
                 own["id"] = task_id
+            follows: list[tuple[int, int]] = []
+            hit_ids: set[int] = set()
+            if any_cached:  # memoization (cache_ops.py): hits, followers, misses
+                follows, history, hit_ids = self._plan_cached(cur, specs, rows, now)
             # No history row for creation: ``created_at`` records it, and leaving it out
             # saves two of the five pages each single submit wrote to the WAL.
             self._insert_tasks(cur, rows)
             self._after_create(cur)
+            if any_cached:
+                self._write_cache_entries(cur, now)
+                if hit_ids:
+                    self._copy_cached_results(cur, sorted(hit_ids))
+                self._insert_history(cur, history)
             edges = [{"child_id": i, "parent_id": p}
-                     for i, s in zip(ids, specs) for p in sorted(set(s.depends_on))]
+                     for i, s in zip(ids, specs) if i not in hit_ids
+                     for p in sorted(set(s.depends_on))]
+            edges += [{"child_id": c, "parent_id": p} for c, p in follows]
             if edges:
                 self._exec_many(cur, "insert_dependencies", edges)
                 # Parents may have finished already: release what can go now.
@@ -156,6 +175,15 @@ class ExecutorOps:
         with self._raw_read() as cur:
             return [r[0] for r in self._exec_once(
                 cur, q.select_ids_tagged(tuple(sorted(tags.items()))), {})]
+
+
+def _staging_json(insert: Any, options: Any) -> Any:
+    """The staging column of tasks with ``options``, encoded (None: no staging)."""
+    if not (options.stage_in or options.stage_out):
+        return None
+    from ..staging import specs_to_json
+
+    return insert.processors["staging"](specs_to_json(options.stage_in, options.stage_out))
 
 
 #: Ids per IN list: under SQLite's limit of bound variables (32,766) and PostgreSQL's

@@ -166,6 +166,14 @@ class LauncherOps:
         fields["payload"] = _blob(fields["payload"])
         fields["auto_timeout_retry"] = bool(fields["auto_timeout_retry"])
         fields["parent_results"] = parents.get(fields["id"], {})
+        if fields["staging"] is not None:
+            fields["staging"] = self._decode_json(fields["staging"])
+            if fields["workdir"] is None:
+                # Its files were staged where a shell task would run; it runs there too.
+                from .._shell_run import relative_default_workdir
+
+                fields["workdir"] = relative_default_workdir(fields["name"], fields["tags"],
+                                                             fields["id"])
         return ClaimedTask(**fields)
 
     def _started(self, cur: Any, launcher_id: int, ids: Sequence[int], now: float,

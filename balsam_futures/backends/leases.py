@@ -85,8 +85,7 @@ class Leases:
             self._exec_once(cur, q.requeue([r[0] for r in rows]), {"now": now})
             self._insert_history(cur, [
                 {"task_id": i, "from_state": state,
-                 "to_state": (TaskState.READY if state == TaskState.CLAIMED.value
-                              else TaskState.RESTART_READY).value,
+                 "to_state": q.REQUEUED_TO[TaskState(state)].value,
                  "at": now, "message": message}
                 for i, state in rows
             ])

@@ -137,6 +137,10 @@ class PostgresStore(SqlStore):
             execute_values(cur, sql.format(shared=values.replace("%", "%%")), owns,
                            template=template, page_size=PAGE_SIZE)
 
+    def _lock_cache_keys(self, cur: Any, keys: list[str]) -> None:
+        if keys:
+            self._exec(cur, "pg_lock_cache_keys", {"keys": keys})
+
     def _announce_claimable(self, cur: Any) -> None:
         self._exec(cur, "pg_notify_tasks", {})
 

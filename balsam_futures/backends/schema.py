@@ -21,7 +21,7 @@ from sqlalchemy import (
     bindparam,
 )
 
-from ..tasks import CLAIMABLE, HELD
+from ..tasks import CLAIMABLE, HELD, TaskState
 
 metadata = MetaData()
 
@@ -76,6 +76,13 @@ tasks = Table(
     # NULLS LAST in an index).
     Column("label", String(256)),
     Column("expected_s", Float, nullable=False, default=0.0),
+    # Memoization and data staging (version 5).  ``cache_key``: the call's key when it was
+    # submitted with cache= (cache_key.py); ``cached_from``: the task whose result it took,
+    # or follows while that one runs (NULL: it ran, or will run, itself).  ``staging``: its
+    # stage_in and stage_out lists ({"in": [[url, dest]...], "out": [[pattern, url]...]}).
+    Column("cache_key", String(64)),
+    Column("cached_from", Integer),
+    Column("staging", JSON),
     # Never reuse the id of a deleted task: futures and history refer to tasks by id.
     sqlite_autoincrement=True,
 )
@@ -108,6 +115,15 @@ Index(
 # requeues and a launcher's kill poll reads; as small as the work in flight (version 3).
 _held = tasks.c.state.in_(sorted(s.value for s in HELD))
 Index("ix_bf_tasks_held", tasks.c.launcher_id, sqlite_where=_held, postgresql_where=_held)
+# Version 5: what launchers' transfer threads claim (tasks waiting for their inputs), in
+# claim order; as small as that backlog.
+_awaiting_stage_in = tasks.c.state.in_([TaskState.AWAITING_STAGE_IN.value])
+Index("ix_bf_tasks_stage_in", tasks.c.priority.desc(), tasks.c.id,
+      sqlite_where=_awaiting_stage_in, postgresql_where=_awaiting_stage_in)
+# Version 5: tasks submitted with cache=, by key (hit and miss counts, ``show``).
+_cached = tasks.c.cache_key.isnot(None)
+Index("ix_bf_tasks_cache_key", tasks.c.cache_key, sqlite_where=_cached,
+      postgresql_where=_cached)
 
 history = Table(
     "bf_history",
@@ -214,6 +230,24 @@ kinds = Table(
     Column("samples", Text, nullable=False),  # JSON list of the window's durations
     Column("updated_at", Float, nullable=False),
 )
+
+
+# -- schema version 5 -------------------------------------------------------------------------
+
+cache = Table(
+    "bf_cache",
+    metadata,
+    # The memoization index: for each cache key, the task whose result is reused (the latest
+    # submitted with that key that did not fail).  A task deleted takes its entry with it;
+    # ``cache clear`` deletes entries and leaves the tasks.
+    Column("key", String(64), primary_key=True),
+    Column("task_id", Integer, ForeignKey("bf_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(256), nullable=False),  # the task's estimate key: label, else name
+    Column("created_at", Float, nullable=False),
+    Column("hits", Integer, nullable=False, default=0),
+    Column("last_hit_at", Float),
+)
+Index("ix_bf_cache_task", cache.c.task_id)
 
 
 def estimate_key(table=tasks):

@@ -44,6 +44,13 @@ class ClaimedTask:
     num_parents: int = 0
     #: Results (pickled) of the tasks this one depends on, by task id.
     parent_results: dict[int, bytes | None] = field(default_factory=dict)
+    #: Its stage_in/stage_out lists ({"in": [...], "out": [...]}), or None.
+    staging: dict[str, Any] | None = None
+
+    @property
+    def stages_out(self) -> bool:
+        """Whether a successful run ends in STAGING_OUT (it has outputs to ship)."""
+        return bool(self.staging and self.staging.get("out"))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ class TaskQueries:
         for row in rows:
             row["tags"] = self._decode_json(row["tags"])
             row["data"] = self._decode_json(row["data"])
+            if row.get("staging") is not None:
+                row["staging"] = self._decode_json(row["staging"])
             for key in ("result", "error"):
                 row[key] = _blob(row[key])
         return rows

@@ -6,6 +6,7 @@ One module per group of commands; each registers its commands on ``main``.
 from __future__ import annotations
 
 from . import (  # noqa: F401  (they register their commands)
+    cache,
     db,
     explain,
     failures,

@@ -121,3 +121,27 @@ def when(t: float | None) -> str:
     import datetime
 
     return "" if t is None else datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class Duration(click.ParamType):
+    """A duration: seconds, or a number with a unit: 90s, 30m, 12h, 7d, 2w."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            seconds = -1.0
+        if not (seconds >= 0 and seconds != float("inf")):
+            self.fail(f"{value!r} is not a duration: give seconds or a number with a unit "
+                      "(s, m, h, d, w), e.g. 7d", param, ctx)
+        return seconds

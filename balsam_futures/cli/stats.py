@@ -35,9 +35,10 @@ def stats_cmd(site, db_url, since, bins, plot_path, as_json, kinds=False) -> Non
     with open_tasks(site, db_url) as q:
         prof = store_profile(q.store, start=start, bins=bins)
         counts = q.store.count_by_state()
+        cache = q.store.cache_counts()
     if plot_path:
         plot_profile(prof, plot_path)
-    summary = {**prof.summary(), "states": counts}
+    summary = {**prof.summary(), "states": counts, "cache": cache}
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
         return
@@ -49,6 +50,9 @@ def stats_cmd(site, db_url, since, bins, plot_path, as_json, kinds=False) -> Non
         ["GPU utilization", f"{prof.mean_gpu_utilization():.1%}" if any(prof.total_gpus)
          else "no GPUs"],
         *[[f"tasks {state}", n] for state, n in sorted(counts.items())],
+        ["cache hits", cache["hits"]],
+        ["cache misses", cache["misses"]],
+        *([["cache followers waiting", cache["following"]]] if cache["following"] else []),
     ])
     if plot_path:
         click.echo(f"plot written to {plot_path}")

@@ -48,11 +48,16 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
         click.echo(json.dumps(out, default=str))
         return
     if not history:
-        print_table(["id", "name", "state", "tags", "nodes", "retries", "updated"],
-                     [[r["id"], r["name"], r["state"],
-                       ",".join(f"{k}={v}" for k, v in r["tags"].items()), r["num_nodes"],
-                       f"{r['num_restarts']}/{r['max_retries']}", when(r["updated_at"])]
-                      for r in rows])
+        # A cache column only where a task was submitted with cache= (hit: the task whose
+        # result it took; else the start of its key).
+        cached = any(r.get("cache_key") for r in rows)
+        print_table(["id", "name", "state", "tags", "nodes", "retries", "updated"]
+                    + (["cache"] if cached else []),
+                    [[r["id"], r["name"], r["state"],
+                      ",".join(f"{k}={v}" for k, v in r["tags"].items()), r["num_nodes"],
+                      f"{r['num_restarts']}/{r['max_retries']}", when(r["updated_at"])]
+                     + ([_cache_cell(r)] if cached else [])
+                     for r in rows])
         return
     for r in rows:
         click.echo(f"{r['id']} {r['name']} ({r['state']})")
@@ -65,6 +70,15 @@ def ls_cmd(site, db_url, states, tags, name, ids, limit, by_states, history, as_
             if k == last_error and r.get("error"):
                 for line in _error_tail(r["error"]):
                     click.echo(f"      | {line}")
+
+
+def _cache_cell(row: dict) -> str:
+    if not row.get("cache_key"):
+        return ""
+    if row.get("cached_from") is not None:
+        verb = "hit of" if row["state"] == "JOB_FINISHED" else "follows"
+        return f"{verb} {row['cached_from']}"
+    return f"key {row['cache_key'][:12]}"
 
 
 #: Lines of a failed task's traceback `ls --history` prints under its RUN_ERROR row.

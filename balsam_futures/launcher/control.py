@@ -294,6 +294,9 @@ class StoreLoop:
     def idle_timeout(self) -> None:
         idle_timeout = self.pilot.cfg.idle_timeout
         quiet = self.clock() - self.last_activity
+        if self.pilot.staging_busy:  # transfers are work too
+            self.last_activity = self.clock()
+            return
         if idle_timeout is not None and self.handoff.idle and quiet >= idle_timeout:
             self.pilot.request_stop(f"idle for {idle_timeout:g} s")
 

@@ -46,11 +46,15 @@ from .handoff import Handoff
 from .nodes import NodeSpec, this_node_name
 from .placement import Placer
 from .simulate import SimulatedPool
+from .stager import Stager
 from .workers import WorkerPool
 
 __all__ = ["Pilot", "run_launcher"]
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping launcher waits for its transfer thread's current pass.
+STAGER_JOIN_S = 5.0
 
 
 class Pilot:
@@ -98,6 +102,16 @@ class Pilot:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)
+
+    def _fenced_by_stager(self) -> None:
+        self.fenced = True
+        self.request_stop("lease expired (fenced)")
+
+    @property
+    def staging_busy(self) -> bool:
+        """Whether the transfer thread has work (the launcher is not idle)."""
+        stager = getattr(self, "stager", None)
+        return bool(stager is not None and stager.busy)
 
     def tell_executor(self) -> None:
         """Nudge the executor that started this launcher: its watcher reads the store now
@@ -192,7 +206,13 @@ class Pilot:
                  mpi_name, store.display_url, ", simulated runs" if cfg.simulate else "")
         store_thread = threading.Thread(target=StoreLoop(self, store, lid).run,
                                         name="balsam-futures-store", daemon=True)
+        # Transfers (stage_in/stage_out) in a thread of their own: never on a worker.
+        self.stager = Stager(store, lid, site=cfg.site, tags=dict(cfg.tags),
+                             on_fenced=self._fenced_by_stager)
+        stager_thread = threading.Thread(target=self.stager.run, name="balsam-futures-stager",
+                                         daemon=True)
         try:
+            stager_thread.start()
             if agents is not None:
                 agents.start()  # their MPI launch starts while our workers do
             pool.start()
@@ -205,10 +225,14 @@ class Pilot:
             Dispatcher(self, pool, agents).run()
         finally:
             self.request_stop(self.stop_reason or "error")
+            self.stager.stop.set()
             pool.stop()
             if agents is not None:
                 agents.stop()
             store_thread.join()
+            # A transfer under way is not waited for: what it held is given back below, and
+            # its late moves are refused (the tasks are no longer this launcher's).
+            stager_thread.join(timeout=STAGER_JOIN_S)
             if not self.fenced:  # a fenced launcher's tasks were given back already
                 requeued = store.stop_launcher(lid,
                                                f"launcher {lid} stopped ({self.stop_reason})")

@@ -22,6 +22,11 @@ first lets its running evaluations finish; after kill -9 its launcher stops them
 them back to the store, and the next run's launcher runs them again (the same tasks: each
 configuration still has one task and one result, and its history shows the restart).
 
+Evaluations are submitted with ``cache=True``: a configuration evaluated before, by this
+campaign or any other in the same store, is answered from the stored result instead of being
+trained again (a campaign started with the same ``--seed`` replays its first, random, points
+from the cache).  The summary says how many answers came from the cache.
+
 Needs the packages in ``requirements.txt`` next to this file.
 """
 
@@ -158,13 +163,23 @@ def resume(ex: BalsamExecutor, campaign: Campaign) -> None:
     print(f"resumed: {len(campaign.records)} evaluation(s) done ({failed} failed), "
           f"{running} still running, {max(0, campaign.budget - campaign.submitted)} to submit")
     if campaign.submitted >= campaign.budget:
-        print(f"campaign {campaign.tag!r} has spent its budget: give a larger --budget to go "
-              "on, or another --campaign name to start a new search")
+        print(f"campaign {campaign.tag!r} has spent its budget: its {len(futures)} answer(s) "
+              f"came from the store without a run ({cached_count(ex, campaign)} of them from "
+              "the cache); give a larger --budget to go on, or another --campaign name to "
+              "start a new search")
+
+
+def cached_count(ex: BalsamExecutor, campaign: Campaign) -> int:
+    """The campaign's evaluations answered from the cache: an identical configuration had
+    been evaluated before (its task records the one whose result it took)."""
+    return ex.tasks().filter(tags={"campaign": campaign.tag}, cached_from__ne=None).count()
 
 
 def search(ex: BalsamExecutor, campaign: Campaign, slots: int, gpus: bool) -> None:
     """Keep ``slots`` evaluations in flight until the budget is spent and all have returned."""
-    run = ex.options(name=TASK_NAME, tags={"campaign": campaign.tag})
+    # cache=True: a configuration evaluated before (here or in another campaign of this
+    # store) is answered from its stored result, not trained again.
+    run = ex.options(name=TASK_NAME, tags={"campaign": campaign.tag}, cache=True)
     if gpus:
         run = run.options(resources=Resources(gpus_per_rank=1))
     while campaign.inflight or campaign.submitted < campaign.budget:
@@ -214,11 +229,13 @@ def plot(ex: BalsamExecutor, campaign: Campaign, path: Path) -> None:
     plt.close(fig)
 
 
-def summarize(campaign: Campaign, elapsed: float, site: Path | None, plot_path: Path) -> None:
+def summarize(campaign: Campaign, elapsed: float, site: Path | None, plot_path: Path,
+              cached: int = 0) -> None:
     failures = Counter(r.error.split(":", 1)[0] for r in campaign.records if r.accuracy is None)
     failed = ", ".join(f"{n} {kind}" for kind, n in failures.most_common()) or "none"
     print(f"\n{len(campaign.records)} evaluation(s) in campaign {campaign.tag!r}, "
-          f"failed: {failed}; this run took {elapsed:.1f} s")
+          f"failed: {failed}; {cached} answered from the cache (no run); this run took "
+          f"{elapsed:.1f} s")
     best = campaign.best
     if best is None:
         print("no evaluation succeeded")
@@ -284,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         resume(ex, campaign)
         search(ex, campaign, workers, use_gpus)
         plot(ex, campaign, args.plot)
-        summarize(campaign, time.monotonic() - start, ex.site, args.plot)
+        summarize(campaign, time.monotonic() - start, ex.site, args.plot,
+                  cached_count(ex, campaign))
     except KeyboardInterrupt:
         # A second Ctrl-C exits at once, wherever it lands.  The launcher sees this process
         # go, stops its workers and hands their tasks back to the store; the next run runs

@@ -190,7 +190,7 @@ def test_version_3_store_upgrades_keeping_timeouts_as_expected_run_times(tmp_pat
     con.commit()
     con.close()
     upgraded = open_store(url, upgrade=True)
-    assert upgraded.schema_version == SCHEMA_VERSION == 4
+    assert upgraded.schema_version == SCHEMA_VERSION
     with upgraded.engine.connect() as conn:
         assert conn.execute(text("SELECT expected_s FROM bf_tasks WHERE id = :i"),
                             {"i": tid}).scalar() == 30.0

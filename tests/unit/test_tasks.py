@@ -44,7 +44,10 @@ class TestTransitions:
 
     @pytest.mark.parametrize("state", sorted(FINAL))
     def test_final_states_have_no_way_out_but_manual_retry(self, state):
-        if state in (S.FAILED, S.KILLED):
+        if state is S.FAILED:
+            # A retry; one of a task with inputs fetches them again first.
+            assert TRANSITIONS[state] == {S.RESTART_READY, S.AWAITING_STAGE_IN}
+        elif state is S.KILLED:
             assert TRANSITIONS[state] == {S.RESTART_READY}
         else:
             assert TRANSITIONS[state] == frozenset()
@@ -97,7 +100,8 @@ class TestTransitions:
 
     def test_sources(self):
         assert sources(S.CANCELLED) == {S.CREATED, S.AWAITING_PARENTS, S.READY,
-                                        S.RESTART_READY, S.CLAIMED}
+                                        S.RESTART_READY, S.CLAIMED, S.AWAITING_STAGE_IN,
+                                        S.STAGING_IN}
         assert sources(S.CREATED) == frozenset()
 
     def test_check_transition(self):

@@ -17,6 +17,7 @@ from . import (
     m0002_runs_and_batch_jobs,
     m0003_claimed_and_leases,
     m0004_run_time_estimates,
+    m0005_cache_and_staging,
 )
 
 STEPS: list[tuple[str, Callable[[Connection], None]]] = [
@@ -24,6 +25,7 @@ STEPS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0002_runs_and_batch_jobs", m0002_runs_and_batch_jobs.apply),
     ("0003_claimed_and_leases", m0003_claimed_and_leases.apply),
     ("0004_run_time_estimates", m0004_run_time_estimates.apply),
+    ("0005_cache_and_staging", m0005_cache_and_staging.apply),
 ]
 
 SCHEMA_VERSION = len(STEPS)

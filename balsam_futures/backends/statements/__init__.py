@@ -10,6 +10,8 @@ SQLAlchemy compiles each one once and caches it; a store runs one by its name he
     task_queries.py   what users and the CLI ask: filtered tasks, histories, counts, runs
     batchjobs.py      batch jobs and the backlog the queue service sizes them by
     estimates.py      run-time estimates per kind, and expected run times of tasks
+    cache_ops.py      memoization: the cache index, hits, tasks that follow identical ones
+    staging_ops.py    data staging: what transfer threads claim, and how transfers end
     meta.py           the store's own rows: schema version, blockage, deletion count
     common.py         bind placeholders, state lists, tag filters
 
@@ -24,6 +26,22 @@ from .batchjobs import (
     insert_batch_job,
     select_batch_jobs,
     update_batch_job,
+)
+from .cache_ops import (
+    cache_counts,
+    clear_cache,
+    copy_cached_results,
+    count_cache_hit,
+    delete_cache_entries,
+    delete_follow_edge,
+    detach_follower,
+    finish_follower,
+    insert_cache_entry,
+    move_cache_entry,
+    pg_lock_cache_keys,
+    select_cache_entries,
+    select_cache_keys,
+    select_cache_list,
 )
 from .estimates import (
     WATERMARK_KEY,
@@ -44,6 +62,7 @@ from .estimates import (
     upsert_kind,
 )
 from .leases import (
+    REQUEUED_TO,
     insert_launcher,
     lock_held_by,
     requeue,
@@ -102,6 +121,14 @@ from .meta import (
     update_meta,
     write_meta,
 )
+from .staging_ops import (
+    STAGING_COLUMNS,
+    any_awaiting_stage_in,
+    end_staging,
+    mark_staging_in,
+    select_awaiting_stage_in,
+    select_staging_out_of,
+)
 from .task_queries import (
     QUERY_COLUMNS,
     QUERY_OPS,
@@ -118,8 +145,14 @@ from .task_queries import (
 )
 
 __all__ = [
+    "STAGING_COLUMNS", "any_awaiting_stage_in", "end_staging", "mark_staging_in",
+    "select_awaiting_stage_in", "select_staging_out_of",
+    "cache_counts", "clear_cache", "copy_cached_results", "count_cache_hit",
+    "delete_cache_entries", "delete_follow_edge", "detach_follower", "finish_follower",
+    "insert_cache_entry", "move_cache_entry", "pg_lock_cache_keys", "select_cache_entries",
+    "select_cache_keys", "select_cache_list",
     "BATCH_JOB_INSERT_COLUMNS", "CLAIM_COLUMNS", "HISTORY_FIELDS", "QUERY_COLUMNS", "QUERY_OPS",
-    "RUN_FIELDS", "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS", "WATERMARK_KEY",
+    "REQUEUED_TO", "RUN_FIELDS", "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS", "WATERMARK_KEY",
     "backlog_work", "claim_probe", "count_ahead", "fill_expected", "select_explained_task",
     "select_live_launchers", "pg_try_fill_lock", "pg_try_kind_lock", "refresh_expected",
     "select_estimate_keys", "select_kind", "select_kinds", "select_too_long", "set_watermark",

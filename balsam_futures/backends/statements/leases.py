@@ -75,13 +75,23 @@ def lock_held_by(launcher_ids: list[int]):
     )
 
 
+#: Where a held task goes when its launcher gives it back or is lost: one never started to
+#: READY, one whose inputs were being fetched to wait for them again, one that ran (RUNNING,
+#: or STAGING_OUT: its outputs may be gone with its node) to RESTART_READY.
+REQUEUED_TO = {TaskState.CLAIMED: TaskState.READY,
+               TaskState.STAGING_IN: TaskState.AWAITING_STAGE_IN,
+               TaskState.RUNNING: TaskState.RESTART_READY,
+               TaskState.STAGING_OUT: TaskState.RESTART_READY}
+
+
 def requeue(ids: list[int]):
-    """Give held tasks ``ids`` back: CLAIMED ones (never started) to READY, RUNNING ones to
-    RESTART_READY."""
+    """Give held tasks ``ids`` back, each to its state in REQUEUED_TO."""
     return (
         update(tasks)
         .where(tasks.c.id.in_(ids), in_states(HELD))
-        .values(state=case((tasks.c.state == TaskState.CLAIMED.value, TaskState.READY.value),
+        .values(state=case(*[(tasks.c.state == held.value, back.value)
+                             for held, back in REQUEUED_TO.items()
+                             if back is not TaskState.RESTART_READY],
                            else_=TaskState.RESTART_READY.value),
                 launcher_id=None, kill_requested=False, updated_at=bound("now"))
     )

@@ -37,6 +37,7 @@ CLAIM_COLUMNS = (
     tasks.c.workdir,
     tasks.c.num_parents,
     tasks.c.label,  # with the name, the estimate key its run will be learned under
+    tasks.c.staging,  # stage_in/stage_out: a task with outputs to ship ends in STAGING_OUT
 )
 
 #: The PostgreSQL types the raw forms cast values to: a VALUES list has no column types of
@@ -47,7 +48,7 @@ _PG_TYPES = {
     "tags": "json", "data": "json", "wall_time_s": "float8", "created_at": "float8",
     "updated_at": "float8",
     "task_id": "int", "from_state": "varchar", "to_state": "varchar", "at": "float8",
-    "message": "text",
+    "message": "text", "cache_key": "varchar", "cached_from": "int", "staging": "json",
 }
 
 
@@ -62,7 +63,7 @@ _UNSET_AT_CREATION = {"launcher_id", "result", "error", "return_code"}
 TASK_CREATION_COLUMNS = tuple(c.name for c in tasks.c if c.name not in _UNSET_AT_CREATION)
 #: Fields of a new task that differ from task to task (the rest come from its options).
 TASK_OWN_FIELDS = ("id", "name", "kind", "state", "payload", "parent_id", "num_parents",
-                   "allow_parent_failure")
+                   "allow_parent_failure", "cache_key", "cached_from")
 
 
 def insert_tasks():
@@ -373,12 +374,14 @@ def insert_dependencies():
 
 
 def select_parents_of(child_ids: list[int]):
-    """(child id, child state, child allows failure, parent id, parent state) for every
-    dependency edge of ``child_ids``."""
+    """(child id, child state, child allows failure, parent id, parent state, the task the
+    child follows (cached_from), the child's cache key and staging) for every dependency
+    edge of ``child_ids``."""
     parent = tasks.alias("parent")
     return (
         select(dependencies.c.child_id, tasks.c.state, tasks.c.allow_parent_failure,
-               dependencies.c.parent_id, parent.c.state)
+               dependencies.c.parent_id, parent.c.state, tasks.c.cached_from,
+               tasks.c.cache_key, tasks.c.staging)
         .join(tasks, tasks.c.id == dependencies.c.child_id)
         .join(parent, parent.c.id == dependencies.c.parent_id)
         .where(dependencies.c.child_id.in_(child_ids))

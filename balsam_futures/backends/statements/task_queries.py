@@ -20,6 +20,7 @@ QUERY_OPS = {
     "gt": lambda col, v: col > v,
     "ge": lambda col, v: col >= v,
     "in": lambda col, v: col.in_(list(v)),
+    "not_in": lambda col, v: col.not_in(list(v)),
     "contains": lambda col, v: col.contains(v, autoescape=True),
     "startswith": lambda col, v: col.startswith(v, autoescape=True),
 }

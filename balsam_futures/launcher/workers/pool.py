@@ -66,7 +66,8 @@ def outcome_for(task: ClaimedTask, run_state: TaskState, *, result: bytes | None
                 error: bytes | None = None, message: str = "",
                 return_code: int | None = None) -> TaskOutcome:
     """The outcome of one run of ``task``, with its retry policy applied."""
-    path = outcome_path(run_state, task.num_restarts, task.max_retries, task.auto_timeout_retry)
+    path = outcome_path(run_state, task.num_restarts, task.max_retries, task.auto_timeout_retry,
+                        task.stages_out)
     return TaskOutcome(task.id, path, result=result, error=error, message=message,
                        return_code=return_code)
 
