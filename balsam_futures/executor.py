@@ -319,6 +319,10 @@ class BalsamExecutor(_cf.Executor):
                     "or create it with launcher=False and run launchers in an allocation "
                     "with enough nodes")
         args, kwargs, parents = call_dependencies(self._store, args, kwargs, options.depends_on)
+        if cache_key is not None and (options.stage_in or options.stage_out):
+            from .cache_key import with_staging
+
+            cache_key = with_staging(cache_key, options.stage_in, options.stage_out)
         return TaskSpec(kind, dump_call(fn_bytes, args, kwargs), options, name=name,
                         parent_id=self._parent_id, depends_on=tuple(parents),
                         cache_key=cache_key)

@@ -57,16 +57,32 @@ def reasons(facts: Mapping[str, Any]) -> list[str]:
                    if TaskState(st) is not TaskState.JOB_FINISHED]
         listed = ", ".join(f"task {pid} ({st})" for pid, st in waiting) or "none left"
         return [f"waiting for {len(waiting)} parent(s): {listed}"]
+    if state in (TaskState.STAGING_IN, TaskState.STAGING_OUT):
+        what = "fetches its inputs" if state is TaskState.STAGING_IN else "ships its outputs"
+        return [f"launcher {task['launcher_id']} {what} (stage_in/stage_out transfers); "
+                "`balsam-futures show` has the transfer's history"]
+    if state is TaskState.AWAITING_STAGE_IN:
+        live = _live(facts["launchers"], now)
+        if not live:
+            return ["it waits for a launcher to fetch its inputs (stage_in), and no launcher "
+                    "is alive: start one (balsam-futures launcher) or submit a batch job "
+                    "(balsam-futures queue submit)"]
+        return [f"it waits for a launcher's transfer thread to fetch its inputs (stage_in); "
+                f"{len(live)} launcher(s) alive"]
     if state not in CLAIMABLE:
         return [f"it is {state.value}: no launcher takes a task in that state"]
     return _claimable_reasons(task, facts["launchers"], facts["ahead"], now)
 
 
+def _live(launchers: list[Mapping[str, Any]], now: float) -> list[Mapping[str, Any]]:
+    default_lease = setting("LEASE_SECONDS")
+    return [launcher for launcher in launchers
+            if launcher["heartbeat_at"] + (launcher["lease_s"] or default_lease) >= now]
+
+
 def _claimable_reasons(task: Mapping[str, Any], launchers: list[Mapping[str, Any]],
                        ahead: int, now: float) -> list[str]:
-    default_lease = setting("LEASE_SECONDS")
-    live = [launcher for launcher in launchers
-            if launcher["heartbeat_at"] + (launcher["lease_s"] or default_lease) >= now]
+    live = _live(launchers, now)
     if not live:
         return ["no live launcher: start one (balsam-futures launcher) or submit a batch job "
                 "(balsam-futures queue submit)"]

@@ -238,26 +238,34 @@ def test_resume_after_ctrl_c_runs_each_evaluation_exactly_once(tmp_path):
 
 def test_a_campaign_replayed_with_its_seed_is_answered_from_the_cache(tmp_path):
     """The same --seed proposes the same first (random) points: a second campaign in the
-    same store answers them from the cache without a run, and says so; resuming a finished
-    campaign answers from the store without a run too."""
+    same store answers those that succeeded from the cache without a run (a diverged one runs
+    again: only successes are reused), and says so; resuming a finished campaign answers
+    from the store without a run too."""
     site, budget = tmp_path / "site", 4
     run_search(tmp_path, site, "--budget", str(budget), "--seed", "7")
     out = run_search(tmp_path, site, "--budget", str(budget), "--seed", "7",
                      "--campaign", "replay")
-    assert f"{budget} answered from the cache (no run)" in out, out
     query = TaskQuery.open(site=str(site))
     try:
-        first = {config_key(r): r["id"] for r in query.filter(tags={"campaign": CAMPAIGN})}
+        first = {config_key(r): r for r in query.filter(tags={"campaign": CAMPAIGN})}
         replay = list(query.filter(tags={"campaign": "replay"}).order_by("id"))
         assert len(replay) == budget
+        assert {config_key(r) for r in replay} == set(first)  # the same points
+        succeeded = 0
         for row in replay:
-            # The result of the first campaign's task of the same configuration, no run.
-            assert row["cached_from"] == first[config_key(row)], row
-            assert starts(query.store.history(row["id"])) == 0
-        assert query.store.cache_counts()["hits"] == budget
+            original = first[config_key(row)]
+            if original["state"] == "JOB_FINISHED":
+                succeeded += 1
+                assert row["cached_from"] == original["id"], row
+                assert starts(query.store.history(row["id"])) == 0
+            else:
+                assert row["cached_from"] is None
+                assert starts(query.store.history(row["id"])) == 1
+        assert succeeded >= 1
+        assert f"{succeeded} answered from the cache (no run)" in out, out
     finally:
         query.store.close()
     again = run_search(tmp_path, site, "--budget", str(budget), "--seed", "7",
                        "--campaign", "replay")
     assert "came from the store without a run" in again, again
-    assert f"({budget} of them from the cache)" in again, again
+    assert f"({succeeded} of them from the cache)" in again, again

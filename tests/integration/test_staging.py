@@ -159,3 +159,15 @@ def test_without_a_launcher_a_task_waits_for_its_inputs_visibly(make_executor, t
     assert ex.tasks().filter(state="AWAITING_STAGE_IN").count() == 1
     fut.cancel()
     assert os.path.isdir(tmp_path)
+
+
+def test_a_cached_call_with_other_inputs_is_another_call(make_executor, tmp_path):
+    ex = make_executor(cache=True)
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("one")
+    second.write_text("one two")
+    counts = [ex.options(stage_in=[(str(src), "in.txt")]).submit(count_words, "in.txt")
+              for src in (first, second, first)]
+    assert [f.result(timeout=RESULT_S) for f in counts] == [1, 2, 1]
+    rows = [ex.tasks().get(f.task_id) for f in counts]
+    assert rows[1]["cached_from"] is None and rows[2]["cached_from"] == counts[0].task_id

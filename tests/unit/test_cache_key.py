@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 import balsam_futures
+from balsam_futures._key_encoding import _code_digest
 from balsam_futures.apps import ShellApp
-from balsam_futures.cache_key import KEY_LENGTH, _code_digest, call_key, shell_key
+from balsam_futures.cache_key import KEY_LENGTH, call_key, shell_key
 from balsam_futures.errors import BalsamFuturesError, CacheKeyError
 
 REPO = Path(balsam_futures.__file__).resolve().parents[1]

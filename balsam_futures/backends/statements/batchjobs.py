@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import case, func, insert, select, update
 
-from ...tasks import CLAIMABLE
+from ...tasks import CLAIMABLE, TaskState
 from ..schema import batch_jobs, tasks
 from .common import bound, in_literals, in_states, tagged
 
@@ -58,5 +58,6 @@ def backlog_summary(tags: tuple[tuple[str, str], ...], max_nodes: int | None):
                           * tasks.c.threads_per_rank)),
         func.coalesce(func.max(case((fits, tasks.c.num_nodes))), 0),
         func.count() - over_fitting(1),
-    ).where(in_states(CLAIMABLE))
+    # Tasks waiting for their inputs need a launcher too (its transfer thread fetches them).
+    ).where(in_states(CLAIMABLE | {TaskState.AWAITING_STAGE_IN}))
     return tagged(stmt, tags)
