@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from .apps import ShellApp, ShellContext, ShellResult
 from .errors import (
     BalsamFuturesError,
+    CacheKeyError,
     DependencyError,
     ExecutorBroken,
     LauncherBroken,
@@ -19,6 +20,7 @@ from .errors import (
     ShellInputNotFound,
     ShellTaskError,
     SiteError,
+    StagingError,
     StoreError,
     StoreRejected,
     StoreUnavailable,
@@ -54,6 +56,7 @@ __all__ = [
     "BalsamExecutor",
     "BalsamFuture",
     "BalsamFuturesError",
+    "CacheKeyError",
     "DependencyError",
     "ExecutorBroken",
     "LauncherBroken",
@@ -71,6 +74,7 @@ __all__ = [
     "ShellResult",
     "ShellTaskError",
     "SiteError",
+    "StagingError",
     "StoreError",
     "StoreRejected",
     "StoreUnavailable",

@@ -630,6 +630,9 @@ def test_shutdown_cancel_futures_leaves_no_task_pending(make_executor, gate, sit
     started = str(tmp_path / "started")
     blocker = ex.submit(signal_then_wait_for_gate, started, gate.path, "blocker")
     wait_for_path(started)
+    # RUNNING in the store, not only started: a task still CLAIMED there may be cancelled
+    # (claimed is not running), and on a loaded machine its start is written a little later.
+    wait_until(blocker.running, RESULT_TIMEOUT_S, "the blocker RUNNING in the store")
     queued = [ex.submit(identity, i) for i in range(6)]
     ex.shutdown(wait=False, cancel_futures=True)
     gate.open()

@@ -1,8 +1,9 @@
 "use strict";
 // The campaign page: polls /api/summary and redraws counts, charts and tables.
-const STATE_ORDER = ["CREATED", "AWAITING_PARENTS", "READY", "STAGED_IN", "CLAIMED", "RUNNING",
-  "RUN_DONE", "POSTPROCESSED", "JOB_FINISHED", "RUN_ERROR", "RUN_TIMEOUT", "RESTART_READY",
-  "FAILED", "KILLED", "CANCELLED"];
+const STATE_ORDER = ["CREATED", "AWAITING_PARENTS", "AWAITING_STAGE_IN", "STAGING_IN",
+  "STAGED_IN", "READY", "CLAIMED", "RUNNING", "RUN_DONE", "STAGING_OUT", "STAGED_OUT",
+  "POSTPROCESSED", "JOB_FINISHED", "RUN_ERROR", "RUN_TIMEOUT", "RESTART_READY", "FAILED",
+  "KILLED", "CANCELLED"];
 let finishedChart = null;
 let utilChart = null;
 
