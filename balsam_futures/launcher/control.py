@@ -11,7 +11,8 @@
 
 Each job is a method of ``StoreLoop`` that can be run alone (tests drive them with a fake
 store and a fake clock); ``Every`` says when a periodic one is due and ``ClaimSizer`` how many
-tasks to hold.  Only this thread talks to the store.  Errors: an unreachable store is retried
+tasks to hold.  Only this thread talks to the store (and the transfer thread, stager.py,
+which writes only staging states).  Errors: an unreachable store is retried
 with back-off, keeping the outcomes; a refused round trip writes its outcomes one by one; a
 fenced launcher (``LauncherFenced``) stops; anything else stops the launcher with a log line
 instead of leaving it hung.

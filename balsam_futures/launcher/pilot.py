@@ -13,7 +13,8 @@ tasks are CLAIMED in the store until the dispatcher starts them; the store threa
 starts (CLAIMED→RUNNING) in its next transaction, with the outcomes and the claim.  A start the
 store refuses (the task was cancelled or requeued meanwhile) comes back as "lost", and that
 run is killed.  The backlog is small (BACKLOG_SECONDS of work): claimed tasks are held away
-from other launchers.  Only the store thread talks to the store.
+from other launchers.  Only the store thread talks to the store (and the transfer thread,
+stager.py, for staging states only).
 
 Fencing: each round trip renews the launcher's own lease.  If the store finds the lease
 expired (the process was paused, or cut off from the store, longer than its lease) it gives
