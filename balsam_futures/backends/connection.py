@@ -276,9 +276,11 @@ class Connections:
     def _before_history(self, cur: Any) -> None:
         """Dialect hook, run in the transaction before history rows are inserted."""
 
-    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]]) -> None:
-        """Insert new task rows, each given as (fields shared with other rows, its own)."""
-        raw = self._stmt("insert_tasks")
+    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]],
+                      cached: bool = False, staged: bool = False) -> None:
+        """Insert new task rows, each given as (fields shared with other rows, its own; with
+        the cache fields if ``cached``, the staging field if ``staged``)."""
+        raw = self._stmt("insert_tasks", cached, staged)
         cur.executemany(raw.sql, raw.params_shared(rows, _ENCODED))
 
     def _lock_schema(self, conn: Connection) -> None:

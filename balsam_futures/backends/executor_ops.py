@@ -25,10 +25,11 @@ class ExecutorOps:
         if not specs:
             return []
         now = self.clock()
-        insert = self._stmt("insert_tasks")
+        insert = self._stmt("insert_tasks", True, True)  # every column's converter
         shared: dict[int, dict[str, Any]] = {}  # per TaskOptions object: map() shares one
         rows = []
-        any_cached = False
+        any_cached = any(spec.cache_key is not None for spec in specs)
+        any_staged = any(spec.options.stage_in or spec.options.stage_out for spec in specs)
         for spec in specs:
             o = spec.options
             common = shared.get(id(o))
@@ -55,23 +56,25 @@ class ExecutorOps:
                     "priority": o.priority,
                     "kill_requested": False,
                     "workdir": o.workdir,
-                    "staging": _staging_json(insert, o),
                     "created_at": now,
                     "updated_at": now,
                 }
+                if any_staged:  # only then a column of the insert (lifecycle.insert_tasks)
+                    common["staging"] = _staging_json(insert, o)
             if spec.depends_on:
                 state = TaskState.AWAITING_PARENTS
             elif o.stage_in and spec.state is TaskState.READY:
                 state = TaskState.AWAITING_STAGE_IN  # a launcher fetches its inputs first
             else:
                 state = spec.state
-            rows.append((common, {
+            own = {
                 "id": None, "name": spec.name, "kind": spec.kind, "state": state.value,
                 "payload": spec.payload, "parent_id": spec.parent_id,
                 "num_parents": len(set(spec.depends_on)),
-                "allow_parent_failure": o.allow_parent_failure,
-                "cache_key": spec.cache_key, "cached_from": None}))
-            any_cached = any_cached or spec.cache_key is not None
+                "allow_parent_failure": o.allow_parent_failure}
+            if any_cached:
+                own["cache_key"], own["cached_from"] = spec.cache_key, None
+            rows.append((common, own))
         with self._raw_write() as cur:
             ids = self._allocate_task_ids(cur, len(rows))
             for (_common, own), task_id in zip(rows, ids):
@@ -82,7 +85,7 @@ class ExecutorOps:
                 follows, history, hit_ids = self._plan_cached(cur, specs, rows, now)
             # No history row for creation: ``created_at`` records it, and leaving it out
             # saves two of the five pages each single submit wrote to the WAL.
-            self._insert_tasks(cur, rows)
+            self._insert_tasks(cur, rows, any_cached, any_staged)
             self._after_create(cur)
             if any_cached:
                 self._write_cache_entries(cur, now)

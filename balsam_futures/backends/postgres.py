@@ -121,7 +121,8 @@ class PostgresStore(SqlStore):
             sql, template = q.pg_insert_history_values()
             execute_values(cur, sql, rows, template=template, page_size=PAGE_SIZE)
 
-    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]]) -> None:
+    def _insert_tasks(self, cur: Any, rows: list[tuple[dict, dict]],
+                      cached: bool = False, staged: bool = False) -> None:
         # Send the fields a map() shares once per batch, and per row only what differs
         # (id, name, payload...): psycopg2 quotes every value it sends, and that quoting
         # was most of a bulk insert's time (16,000 tasks/s with every field per row).
@@ -132,7 +133,7 @@ class PostgresStore(SqlStore):
             groups.setdefault(id(common), (common, []))[1].append(own)
         for common, owns in groups.values():
             fields = sorted(common)
-            sql, template, shared = q.pg_insert_tasks_shared(fields)
+            sql, template, shared = q.pg_insert_tasks_shared(fields, cached)
             values = cur.mogrify(shared, common).decode()
             execute_values(cur, sql.format(shared=values.replace("%", "%%")), owns,
                            template=template, page_size=PAGE_SIZE)

@@ -40,13 +40,19 @@ def _core_binds(stmt) -> set[str]:
     return {k for k, v in params.items() if v is None}
 
 
-def test_insert_tasks_forms_write_the_same_columns():
-    shared = sorted(set(q.TASK_CREATION_COLUMNS) - set(q.TASK_OWN_FIELDS))
-    sql, template, shared_template = q.pg_insert_tasks_shared(shared)
+@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize("staged", [False, True])
+def test_insert_tasks_forms_write_the_same_columns(cached, staged):
+    own = set(q.TASK_OWN_FIELDS) | set(q.CACHE_FIELDS)  # own fields when cached; else NULL
+    columns_written = sorted(set(q.TASK_CREATION_COLUMNS)
+                             - (set() if cached else set(q.CACHE_FIELDS))
+                             - (set() if staged else set(q.STAGING_FIELDS)))
+    shared = sorted(set(columns_written) - own)
+    sql, template, shared_template = q.pg_insert_tasks_shared(shared, cached)
     columns = re.match(r"INSERT INTO bf_tasks \(([^)]*)\)", sql).group(1).split(", ")
-    assert sorted(columns) == sorted(q.TASK_CREATION_COLUMNS) == sorted(_core_binds(
-        q.insert_tasks()))
-    assert _binds(template) | _binds(shared_template) == set(q.TASK_CREATION_COLUMNS)
+    assert sorted(columns) == columns_written == sorted(_core_binds(
+        q.insert_tasks(cached, staged)))
+    assert _binds(template) | _binds(shared_template) == set(columns_written)
 
 
 def test_insert_history_forms_write_the_same_columns():

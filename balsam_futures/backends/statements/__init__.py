@@ -72,9 +72,11 @@ from .leases import (
     touch_launcher,
 )
 from .lifecycle import (
+    CACHE_FIELDS,
     CLAIM_COLUMNS,
     HISTORY_FIELDS,
     RUN_FIELDS,
+    STAGING_FIELDS,
     TASK_CREATION_COLUMNS,
     TASK_OWN_FIELDS,
     any_dependency,
@@ -151,8 +153,9 @@ __all__ = [
     "delete_cache_entries", "delete_follow_edge", "detach_follower", "finish_follower",
     "insert_cache_entry", "move_cache_entry", "pg_lock_cache_keys", "select_cache_entries",
     "select_cache_keys", "select_cache_list",
-    "BATCH_JOB_INSERT_COLUMNS", "CLAIM_COLUMNS", "HISTORY_FIELDS", "QUERY_COLUMNS", "QUERY_OPS",
-    "REQUEUED_TO", "RUN_FIELDS", "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS", "WATERMARK_KEY",
+    "BATCH_JOB_INSERT_COLUMNS", "CACHE_FIELDS", "CLAIM_COLUMNS", "HISTORY_FIELDS",
+    "QUERY_COLUMNS", "QUERY_OPS", "REQUEUED_TO", "RUN_FIELDS", "STAGING_FIELDS",
+    "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS", "WATERMARK_KEY",
     "backlog_work", "claim_probe", "count_ahead", "fill_expected", "select_explained_task",
     "select_live_launchers", "pg_try_fill_lock", "pg_try_kind_lock", "refresh_expected",
     "select_estimate_keys", "select_kind", "select_kinds", "select_too_long", "set_watermark",

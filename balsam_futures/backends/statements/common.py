@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import bindparam
 
 from ...tasks import TaskState
-from ..schema import tasks
+from ..schema import state_in, tasks
 
 
 def bound(name: str):
@@ -24,8 +24,9 @@ def in_literals(column, values: Iterable[str]):
 def in_states(states: Iterable[TaskState]):
     """The task's state is one of ``states``."""
     # Literals: SQLite uses a partial index only when the query's WHERE names the same
-    # constants as the index's (https://sqlite.org/partialindex.html).
-    return in_literals(tasks.c.state, sorted(s.value for s in states))
+    # constants as the index's (https://sqlite.org/partialindex.html); the same form as the
+    # indexes' (schema.state_in).
+    return state_in(sorted(s.value for s in states))
 
 
 def tag(key: str):

@@ -63,28 +63,38 @@ _UNSET_AT_CREATION = {"launcher_id", "result", "error", "return_code"}
 TASK_CREATION_COLUMNS = tuple(c.name for c in tasks.c if c.name not in _UNSET_AT_CREATION)
 #: Fields of a new task that differ from task to task (the rest come from its options).
 TASK_OWN_FIELDS = ("id", "name", "kind", "state", "payload", "parent_id", "num_parents",
-                   "allow_parent_failure", "cache_key", "cached_from")
+                   "allow_parent_failure")
+#: Fields of a task submitted with cache= (cache_ops.py), and of one with staging; left out
+#: of the insert of a batch without any (they stay NULL): three bound NULLs more per row cost
+#: a bulk insert 15 % on SQLite (binding, not storing, is what costs).
+CACHE_FIELDS = ("cache_key", "cached_from")
+STAGING_FIELDS = ("staging",)
 
 
-def insert_tasks():
-    """Insert task rows with ids chosen by the store (see ``allocate_task_ids``)."""
-    return insert(tasks).values({c: bound(c) for c in TASK_CREATION_COLUMNS})
+def insert_tasks(cached: bool = False, staged: bool = False):
+    """Insert task rows with ids chosen by the store (see ``allocate_task_ids``); the
+    CACHE_FIELDS too if ``cached``, the STAGING_FIELDS if ``staged``."""
+    left_out = (() if cached else CACHE_FIELDS) + (() if staged else STAGING_FIELDS)
+    return insert(tasks).values({c: bound(c) for c in TASK_CREATION_COLUMNS
+                                 if c not in left_out})
 
 
-def pg_insert_tasks_shared(shared_fields: list[str]) -> tuple[str, str, str]:
+def pg_insert_tasks_shared(shared_fields: list[str],
+                           cached: bool = False) -> tuple[str, str, str]:
     """PostgreSQL: ``insert_tasks`` for many tasks that share their option fields, sending
     only the per-task fields row by row (psycopg2 ``execute_values``); returns the SQL with a
     ``{shared}`` slot for the mogrified shared values, the row template, and the slot's own
     template.  The fields are TASK_OWN_FIELDS and ``shared_fields`` (the other columns of
-    TASK_CREATION_COLUMNS)."""
-    own = ", ".join(TASK_OWN_FIELDS)
+    TASK_CREATION_COLUMNS), and the CACHE_FIELDS row by row if ``cached``."""
+    own_fields = TASK_OWN_FIELDS + (CACHE_FIELDS if cached else ())
+    own = ", ".join(own_fields)
     sql = (
         f"INSERT INTO {tasks.name} ({own}, {', '.join(shared_fields)}) "
         f"SELECT v.*, {{shared}} FROM (VALUES %s) AS v({own})"
     )
     shared = ", ".join(f"%({f})s" + (f"::{_PG_TYPES[f]}" if f in _PG_TYPES else "")
                        for f in shared_fields)
-    return sql, _pg_row(TASK_OWN_FIELDS), shared
+    return sql, _pg_row(own_fields), shared
 
 
 def sqlite_task_sequence():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from ...tasks import TaskState
+from ...tasks import HELD, TaskState
 from ..schema import tasks
 from .common import bound, in_states, tagged
 
@@ -37,9 +37,11 @@ def mark_staging_in():
 
 
 def select_staging_out_of():
-    """The tasks launcher :lid holds in STAGING_OUT (their outputs are its to ship)."""
+    """The tasks launcher :lid holds in STAGING_OUT (their outputs are its to ship).  The
+    held condition too, so that the held index serves it (not a scan every poll)."""
     return select(*STAGING_COLUMNS).where(
-        tasks.c.launcher_id == bound("lid"), in_states([TaskState.STAGING_OUT]))
+        tasks.c.launcher_id == bound("lid"), in_states(HELD),
+        tasks.c.state == TaskState.STAGING_OUT.value)
 
 
 def end_staging():
