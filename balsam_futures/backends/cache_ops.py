@@ -99,6 +99,38 @@ class CacheOps:
             self._exec_many(cur, "count_cache_hit",
                             [{"key": k, "n": n, "now": now} for k, n in hits.items()])
 
+    def _followers_of(self, cur: Any, ids: list[int]) -> list[tuple[int, Any]]:
+        """(id, staging) of the tasks that follow any of ``ids`` and are not among them."""
+        gone = set(ids)
+        found = []
+        for start in range(0, len(ids), BULK_CHUNK):
+            found += [tuple(r) for r in self._exec_once(
+                cur, q.select_followers_of(ids[start:start + BULK_CHUNK]), {}).fetchall()
+                if r[0] not in gone]
+        return found
+
+    def _release_orphaned_followers(self, cur: Any, followers: list[tuple[int, Any]],
+                                    now: float) -> None:
+        """The tasks they followed were deleted: each runs itself (once its own parents, if
+        any, have ended)."""
+        if not followers:
+            return
+        self._exec_many(cur, "orphan_follower", [{"b_id": i} for i, _s in followers])
+        ids = [i for i, _s in followers]
+        with_parents = {r[0] for r in self._exec_once(cur, q.select_parents_of(ids), {})}
+        self._release(cur, sorted(with_parents), now)
+        alone = [(i, st) for i, st in followers if i not in with_parents]
+        moves = [(i, self._runnable(st)) for i, st in alone]
+        self._exec_many(cur, "release_child", [
+            {"b_id": i, "b_state": state.value, "b_error": None, "b_now": now}
+            for i, state in moves])
+        self._insert_history(cur, [
+            {"task_id": i, "from_state": TaskState.AWAITING_PARENTS.value,
+             "to_state": state.value, "at": now,
+             "message": "the task it followed was deleted: runs itself"} for i, state in moves])
+        if moves:
+            self._announce_claimable(cur)
+
     def _copy_cached_results(self, cur: Any, ids: list[int]) -> None:
         for start in range(0, len(ids), BULK_CHUNK):
             self._exec_once(cur, q.copy_cached_results(ids[start:start + BULK_CHUNK]), {})

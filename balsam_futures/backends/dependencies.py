@@ -61,7 +61,7 @@ class Dependencies:
                     self._detach_follower(cur, child, leader, rows[0][6])
                     own_rows = [r for r in rows if r[3] != leader]
                     if not own_rows:
-                        moves.append((child, self._runnable(rows), None,
+                        moves.append((child, self._runnable(rows[0][7]), None,
                                       f"task {leader}, which it followed, ended "
                                       f"{state or 'deleted'}: runs itself"))
                         continue
@@ -78,7 +78,7 @@ class Dependencies:
                                   f"parent {parent} ended {state}"))
                     failed.append(child)
                 elif all(r[4] in _PARENT_ENDED for r in rows):
-                    moves.append((child, self._runnable(rows), None, "parents finished"))
+                    moves.append((child, self._runnable(rows[0][7]), None, "parents finished"))
             if not moves:
                 return
             self._exec_many(cur, "release_child", [
@@ -95,10 +95,10 @@ class Dependencies:
             child_ids = ([r[0] for r in self._exec_once(cur, q.select_children_of(ended), {})]
                          if ended else [])
 
-    def _runnable(self, rows: list[tuple]) -> TaskState:
+    def _runnable(self, staging: Any) -> TaskState:
         """Where a released child goes: READY, or AWAITING_STAGE_IN if it has inputs to
-        fetch (its staging column, in every edge row)."""
-        staging = self._decode_json(rows[0][7]) if rows else None
+        fetch (``staging``: its staging column)."""
+        staging = self._decode_json(staging)
         return TaskState.AWAITING_STAGE_IN if staging and staging.get("in") else TaskState.READY
 
     def _detach_follower(self, cur: Any, child: int, leader: int, key: str | None) -> None:

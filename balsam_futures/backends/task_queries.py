@@ -89,8 +89,10 @@ class TaskQueries:
         with self._raw_write() as cur:
             ids = [r[0] for r in
                    self._exec_once(cur, q.query_lock_ids(filters, states), {}).fetchall()]
+            followers = self._followers_of(cur, ids) if ids else []  # cache_ops.py
             for start in range(0, len(ids), BULK_CHUNK):
                 self._exec_once(cur, q.delete_tasks(ids[start:start + BULK_CHUNK]), {})
+            self._release_orphaned_followers(cur, followers, self.clock())
             if ids:
                 # Watchers compare this count to tell that futures may have lost their rows.
                 self._exec(cur, "count_deletions", {"n": len(ids)})

@@ -211,3 +211,24 @@ def test_a_version_4_store_upgrades(tmp_path):
     assert "STAGING_IN" in held and "STAGING_OUT" in held
     assert upgraded.create_tasks([spec(key=KEY_A)]) and state(upgraded, tid) == "READY"
     upgraded.close()
+
+
+def test_deleting_a_followed_task_lets_its_followers_run(store):
+    leader, follower = store.create_tasks([spec(key=KEY_A), spec(key=KEY_A)])
+    assert state(store, follower) == "AWAITING_PARENTS"
+    assert store.query_delete((("id", "eq", leader),)) == [leader]
+    row = store.get_tasks([follower])[0]
+    assert (row["state"], row["cached_from"], row["num_parents"]) == ("READY", None, 0)
+    assert store.history(follower)[-1]["message"] == (
+        "the task it followed was deleted: runs itself")
+
+
+def test_a_child_with_inputs_waits_for_them_once_its_parents_finish(store):
+    lid = launcher(store)
+    (parent,) = store.create_tasks([spec()])
+    (child,) = store.create_tasks([TaskSpec("python", b"p", TaskOptions(
+        stage_in=[("/srv/in.dat", "in.dat")]), name="c", depends_on=(parent,))])
+    assert state(store, child) == "AWAITING_PARENTS"
+    store.claim(lid, 1)
+    finish(store, lid, parent)
+    assert state(store, child) == "AWAITING_STAGE_IN"

@@ -38,10 +38,12 @@ from .cache_ops import (
     finish_follower,
     insert_cache_entry,
     move_cache_entry,
+    orphan_follower,
     pg_lock_cache_keys,
     select_cache_entries,
     select_cache_keys,
     select_cache_list,
+    select_followers_of,
 )
 from .estimates import (
     WATERMARK_KEY,
@@ -152,7 +154,7 @@ __all__ = [
     "cache_counts", "clear_cache", "copy_cached_results", "count_cache_hit",
     "delete_cache_entries", "delete_follow_edge", "detach_follower", "finish_follower",
     "insert_cache_entry", "move_cache_entry", "pg_lock_cache_keys", "select_cache_entries",
-    "select_cache_keys", "select_cache_list",
+    "select_cache_keys", "select_cache_list", "orphan_follower", "select_followers_of",
     "BATCH_JOB_INSERT_COLUMNS", "CACHE_FIELDS", "CLAIM_COLUMNS", "HISTORY_FIELDS",
     "QUERY_COLUMNS", "QUERY_OPS", "REQUEUED_TO", "RUN_FIELDS", "STAGING_FIELDS",
     "TASK_CREATION_COLUMNS", "TASK_OWN_FIELDS", "WATERMARK_KEY",

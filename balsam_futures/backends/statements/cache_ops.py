@@ -120,3 +120,15 @@ def cache_counts():
 def select_cache_keys(ids: list[int]):
     """(id, cache key) of tasks ``ids``."""
     return select(tasks.c.id, tasks.c.cache_key).where(tasks.c.id.in_(ids))
+
+
+def select_followers_of(ids: list[int]):
+    """(id, staging) of the tasks that follow any of tasks ``ids`` (AWAITING_PARENTS)."""
+    return select(tasks.c.id, tasks.c.staging).where(
+        tasks.c.cached_from.in_(ids), tasks.c.state == TaskState.AWAITING_PARENTS.value)
+
+
+def orphan_follower():
+    """Follower :b_id, whose leader was deleted, stops following (its edge went with it)."""
+    return (update(tasks).where(tasks.c.id == bound("b_id"))
+            .values(cached_from=None, num_parents=tasks.c.num_parents - 1))
