@@ -204,3 +204,37 @@ def test_a_restarted_master_gets_the_result_from_the_cache(cached_executor, tmp_
     assert ex.tasks().get(again)["cached_from"] == first
     assert ex.tasks().get(edited)["cached_from"] is None
     assert ex.store.cache_counts() == {"hits": 1, "following": 0, "misses": 2}
+
+
+def test_map_with_cache_answers_a_repeated_map_from_the_store(cached_executor):
+    ex = cached_executor()
+    assert list(ex.map(square, range(5), chunksize=2)) == [0, 1, 4, 9, 16]
+    before = ex.tasks().count()
+    assert list(ex.map(square, range(5), chunksize=2)) == [0, 1, 4, 9, 16]
+    again = ex.tasks().filter(id__gt=before).rows()
+    assert len(again) == 3 and all(r["cached_from"] is not None for r in again)
+    assert list(ex.map(square, [7])) == [49]  # another chunking, another call
+
+
+def test_a_shell_app_is_keyed_by_its_template_parameters_and_input_contents(cached_executor,
+                                                                            tmp_path):
+    from balsam_futures import ShellApp
+
+    ex = cached_executor()
+    data = tmp_path / "data.txt"
+    data.write_text("one two")
+    count = ShellApp("wc -w < data.txt > n.txt; cat n.txt", name="count", inputs=[str(data)])
+    first = ex.submit(count)
+    assert first.result(timeout=RESULT_S).return_code == 0
+    hit = ex.submit(count)
+    hit.result(timeout=RESULT_S)
+    assert runs(ex, hit) == 0 and row(ex, hit)["cached_from"] == first.task_id
+    data.write_text("one two three")  # the same command, another input: runs again
+    changed = ex.submit(count)
+    assert changed.result(timeout=RESULT_S).tail(1).strip() == "3"
+    assert runs(ex, changed) == 1
+    other = ShellApp("wc -w < data.txt > n.txt; cat n.txt; true", name="count",
+                     inputs=[str(data)])
+    edited = ex.submit(other)  # another template: another call
+    assert edited.result(timeout=RESULT_S).return_code == 0 and runs(ex, edited) == 1
+    assert row(ex, edited)["cache_key"] != row(ex, changed)["cache_key"]
