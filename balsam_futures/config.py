@@ -69,6 +69,9 @@ SETTINGS: dict[str, Setting] = {
                 "attempts a launcher makes at a task's stage_in or stage_out transfer before "
                 "the task fails",
                 valid=lambda v: v >= 1, accepts="an integer >= 1"),
+        Setting("STAGE_SLOTS", 4, int,
+                "transfer batches a launcher runs at once (one per endpoint and destination)",
+                valid=lambda v: v >= 1, accepts="an integer >= 1"),
         Setting("GLOBUS_ENDPOINT", None, str,
                 "this site's Globus endpoint (collection) id: the local side of globus:// "
                 "stage_in and stage_out transfers",

@@ -60,6 +60,7 @@ class Stager:
 
             self._transfers = Transfers(
                 retries=config.setting("STAGE_RETRIES"),
+                slots=config.setting("STAGE_SLOTS"),
                 globus_endpoint=config.setting("GLOBUS_ENDPOINT"))
         return self._transfers
 

@@ -1,7 +1,9 @@
 """Performing transfer items: plan batches per transport, run them, retry, report per task.
 
     items --route by URL kind--> local / http / rsync / globus .plan() --> batches
-    round 1: every batch once (a batch moves several tasks' files together)
+    round 1: every batch once (a batch moves several tasks' files together), up to
+        ``slots`` batches at once (Balsam's transfer slots: one slow server does not hold
+        up the other endpoints' transfers)
     round 2..retries: after backoff * 2**(round-2) seconds, each failed item alone, so a bad
         item is pinned to its own task and never fails its batch-mates
     --> one TaskTransferReport per task id
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +64,15 @@ class Transfers:
     TransferClient (default: one built from BALSAM_FUTURES_GLOBUS_TOKEN on first use);
     ``globus_endpoint``: this site's Globus endpoint id (default
     BALSAM_FUTURES_GLOBUS_ENDPOINT); ``rsync``: the rsync program; ``timeout``: seconds one
-    rsync process, HTTP socket operation or Globus task may take; ``sleep``: the backoff wait.
+    rsync process, HTTP socket operation or Globus task may take; ``sleep``: the backoff wait;
+    ``slots``: batches run at once (each in a thread: they wait on the network or a child
+    process, not the CPU).
     """
 
     def __init__(self, *, retries: int = 3, backoff: float = 0.5, link: bool = False,
                  globus_client: Any = None, globus_endpoint: str | None = None,
                  rsync: str = "rsync", timeout: float = 3600.0,
-                 sleep: Callable[[float], Any] = time.sleep) -> None:
+                 sleep: Callable[[float], Any] = time.sleep, slots: int = 4) -> None:
         if not isinstance(retries, int) or retries < 1:
             raise ValueError(f"retries must be an integer >= 1, not {retries!r}")
         if not backoff >= 0:
@@ -76,6 +81,9 @@ class Transfers:
             raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
         if not callable(sleep):
             raise TypeError(f"sleep must be callable, not {sleep!r}")
+        if not isinstance(slots, int) or slots < 1:
+            raise ValueError(f"slots must be an integer >= 1, not {slots!r}")
+        self.slots = slots
         self.retries = retries
         self.backoff = backoff
         self.sleep = sleep
@@ -105,13 +113,14 @@ class Transfers:
                 routed.setdefault(transport_of(item), []).append(index)
             except (StagingError, ValueError, TypeError) as exc:
                 outcomes[index] = Outcome(error=str(exc), permanent=True)
-        for name, indexes in routed.items():
-            for batch, members in self._plan(name, items, indexes):
-                self._run_batch(batch, members, outcomes, attempts)
-                for index in members:
-                    if len(members) > 1 and outcomes[index].shared:
-                        # Blame must land on the right task: a batch-mate gets a solo try.
-                        allowed[index] = max(self.retries, 2)
+        planned = [p for name, indexes in routed.items()
+                   for p in self._plan(name, items, indexes)]
+        self._run_batches(planned, outcomes, attempts)
+        for _batch, members in planned:
+            for index in members:
+                if len(members) > 1 and outcomes[index].shared:
+                    # Blame must land on the right task: a batch-mate gets a solo try.
+                    allowed[index] = max(self.retries, 2)
         for round_number in range(2, max(allowed, default=1) + 1):
             again = [index for index, outcome in enumerate(outcomes)
                      if outcome is not None and outcome.error and not outcome.permanent
@@ -119,10 +128,9 @@ class Transfers:
             if not again:
                 break
             self.sleep(self.backoff * 2 ** (round_number - 2))
-            for index in again:
-                name = transport_of(items[index])
-                for batch, members in self._plan(name, items, [index]):
-                    self._run_batch(batch, members, outcomes, attempts)
+            self._run_batches([p for index in again
+                               for p in self._plan(transport_of(items[index]), items, [index])],
+                              outcomes, attempts)
         for index, item in enumerate(items):
             report, outcome = reports[item.task_id], outcomes[index]
             report.attempts = max(report.attempts, attempts[index])
@@ -149,6 +157,20 @@ class Transfers:
             planned.append((batch, members))
         return planned
 
+    def _run_batches(self, planned: list[tuple[Batch, list[int]]],
+                     outcomes: list[Outcome | None], attempts: list[int]) -> None:
+        """Run ``planned`` batches, ``slots`` at a time; each writes only its members'
+        entries of ``outcomes`` and ``attempts``."""
+        if self.slots == 1 or len(planned) < 2:
+            for batch, members in planned:
+                self._run_batch(batch, members, outcomes, attempts)
+            return
+        with ThreadPoolExecutor(min(self.slots, len(planned)),
+                                thread_name_prefix="balsam-futures-transfer") as pool:
+            for done in [pool.submit(self._run_batch, batch, members, outcomes, attempts)
+                         for batch, members in planned]:
+                done.result()  # _run_batch turns a transfer's errors into outcomes
+
     @staticmethod
     def _run_batch(batch: Batch, members: list[int], outcomes: list[Outcome | None],
                    attempts: list[int]) -> None:
@@ -161,7 +183,9 @@ class Transfers:
                        for item in batch.items]
         except StagingError as exc:
             results = [failed(item, str(exc), permanent=True) for item in batch.items]
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - an OS error, or a transport's bug: the
+            # items fail with its words (and are retried), rather than the transfer thread
+            # stopping with their tasks held in STAGING_IN
             results = [failed(item, f"{type(exc).__name__}: {exc}", shared=True)
                        for item in batch.items]
         for index, result in zip(members, results):
