@@ -560,6 +560,9 @@ def test_killed_launcher_breaks_futures_and_tasks_are_recovered(make_executor, n
                for i, s in enumerate(started)]
     for s in started:
         wait_for_path(s)
+    # Started, and RUNNING in the store (the launcher writes a start a little later).
+    wait_until(lambda: all(f.running() for f in futures), RESULT_TIMEOUT_S,
+               "both tasks RUNNING in the store")
     ids = [f.task_id for f in futures]
     assert [task_state(ex.store, i) for i in ids] == [S.RUNNING, S.RUNNING]
 

@@ -628,8 +628,10 @@ class TestGlobus:
     def test_failed_task_is_retried_item_by_item(self, tmp_path):
         client = StandInGlobus(statuses=["FAILED", "SUCCEEDED", "FAILED", "FAILED"])
         sleep = Recorder()
+        # One slot: the stand-in answers in the order tasks are submitted, and batches run
+        # at the same time would submit in any order.
         transfers = Transfers(globus_client=client, globus_endpoint=SITE_EP, retries=3,
-                              sleep=sleep)
+                              sleep=sleep, slots=1)
         reports = transfers.run(self.items(tmp_path)[:2])
         assert reports[1] == TaskTransferReport(1, None, 1, 0, 2)
         assert reports[2].error == (f"globus://{EP_A}/data/y.dat -> {tmp_path}/w2/y: Globus "
