@@ -17,10 +17,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..tasks import FINAL, LauncherState, TaskState
+from ..tasks import FINAL, TaskState
 from . import statements as q
 from .connection import _blob
-from .leases import fenced, fenced_message
+from .leases import fenced
 from .store import ClaimedTask, ClaimOffer, Exchange, TaskOutcome
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,7 @@ class LauncherOps:
         was_fenced = False
         with self._raw_write() as cur:
             now = self.clock()  # after any wait for the write lock
-            if not self._touch(cur, launcher_id, asked, now):
-                self._requeue(cur, [launcher_id], fenced_message(launcher_id), now,
-                              LauncherState.EXPIRED)
+            if not self._renew_or_fence(cur, launcher_id, asked, now):
                 was_fenced = True
             else:
                 # Runs that also ended are recorded by their outcome (see _record).  The history

@@ -56,16 +56,22 @@ class Leases:
         return self._exec(cur, "touch_launcher", {"lid": launcher_id, "asked": asked,
                                                   "now": now}).fetchone() is not None
 
+    def _renew_or_fence(self, cur: Any, launcher_id: int, asked: float, now: float) -> bool:
+        """``_touch`` in a write transaction; a launcher found not alive gives back what it
+        holds (EXPIRED) there, and False says its caller must raise ``fenced``."""
+        if self._touch(cur, launcher_id, asked, now):
+            return True
+        self._requeue(cur, [launcher_id], fenced_message(launcher_id), now,
+                      LauncherState.EXPIRED)
+        return False
+
     def heartbeat(self, launcher_id: int, *, asked: float | None = None) -> None:
         """Renew the lease of ``launcher_id``; raises ``LauncherFenced`` (after giving back
         what it holds) if it is no longer alive (``asked`` as for :meth:`exchange`)."""
         asked = self.clock() if asked is None else asked
         with self._raw_write() as cur:
             now = self.clock()
-            alive = self._touch(cur, launcher_id, asked, now)
-            if not alive:
-                self._requeue(cur, [launcher_id], fenced_message(launcher_id), now,
-                              LauncherState.EXPIRED)
+            alive = self._renew_or_fence(cur, launcher_id, asked, now)
         if not alive:
             raise fenced(launcher_id)
 
@@ -119,9 +125,8 @@ class Leases:
         was_fenced = False
         with self._raw_write() as cur:
             now = self.clock()
-            if sweeper_id is not None and not self._touch(cur, sweeper_id, asked, now):
-                self._requeue(cur, [sweeper_id], fenced_message(sweeper_id), now,
-                              LauncherState.EXPIRED)
+            if sweeper_id is not None and not self._renew_or_fence(cur, sweeper_id, asked,
+                                                                    now):
                 was_fenced = True
                 requeued: list[int] = []
             elif now - asked > SWEEP_LOCK_WAIT_S:

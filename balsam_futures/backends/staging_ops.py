@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..tasks import LauncherState, TaskState
-from .leases import fenced, fenced_message
+from ..tasks import TaskState
+from .leases import fenced
 
 S = TaskState
 
@@ -70,9 +70,7 @@ class StagingOps:
         taken: list[StagingTask] = []
         with self._raw_write() as cur:
             now = self.clock()
-            if not self._touch(cur, launcher_id, asked, now):
-                self._requeue(cur, [launcher_id], fenced_message(launcher_id), now,
-                              LauncherState.EXPIRED)
+            if not self._renew_or_fence(cur, launcher_id, asked, now):
                 was_fenced = True
             else:
                 rows = self._exec(cur, "select_awaiting_stage_in", {"limit": limit},
@@ -110,9 +108,7 @@ class StagingOps:
         written = 0
         with self._raw_write() as cur:
             now = self.clock()
-            if not self._touch(cur, launcher_id, asked, now):
-                self._requeue(cur, [launcher_id], fenced_message(launcher_id), now,
-                              LauncherState.EXPIRED)
+            if not self._renew_or_fence(cur, launcher_id, asked, now):
                 was_fenced = True
             else:
                 history: list[dict[str, Any]] = []
