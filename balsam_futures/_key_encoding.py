@@ -276,11 +276,16 @@ class _Encoder:
     def _tuple(self, obj: tuple) -> None:
         self.out.append(b"(%d:" % len(obj))
         for i, item in enumerate(obj):
-            try:
-                self.write(item)
-            except _Unhashable as exc:
-                exc.steps.append(f"[{i}]")
-                raise
+            self._write_at(item, f"[{i}]")
+
+    def _write_at(self, value: Any, step: str) -> None:
+        """``write(value)``, naming ``step`` (where it sits in its container) in the error
+        if it cannot be hashed."""
+        try:
+            self.write(value)
+        except _Unhashable as exc:
+            exc.steps.append(step)
+            raise
 
     def _list(self, obj: list) -> None:
         if not self._enter(obj):
@@ -288,11 +293,7 @@ class _Encoder:
         try:
             self.out.append(b"[%d:" % len(obj))
             for i, item in enumerate(obj):
-                try:
-                    self.write(item)
-                except _Unhashable as exc:
-                    exc.steps.append(f"[{i}]")
-                    raise
+                self._write_at(item, f"[{i}]")
         finally:
             self._leave(obj)
 
@@ -416,11 +417,7 @@ class _Encoder:
                     found(b"x")
                     self._class(type(value))
                     continue
-                try:
-                    self.write(value)
-                except _Unhashable as exc:
-                    exc.steps.append(f" -> the global {name!r} read by {qualname}")
-                    raise
+                self._write_at(value, f" -> the global {name!r} read by {qualname}")
             found(b";")
         finally:
             self._leave(fn)
@@ -428,11 +425,7 @@ class _Encoder:
     def _method(self, obj: types.MethodType) -> None:
         self.out.append(b"m")
         self.write(obj.__func__)
-        try:
-            self.write(obj.__self__)
-        except _Unhashable as exc:
-            exc.steps.append(f" -> the object of the bound method {obj.__qualname__}")
-            raise
+        self._write_at(obj.__self__, f" -> the object of the bound method {obj.__qualname__}")
 
     def _builtin(self, obj: Any) -> None:
         module = getattr(obj, "__module__", None) \
@@ -444,11 +437,7 @@ class _Encoder:
         if owner is None or isinstance(owner, types.ModuleType):
             self.out.append(b"N")
         else:  # a method of a builtin object: "abc".upper, [].append
-            try:
-                self.write(owner)
-            except _Unhashable as exc:
-                exc.steps.append(f" -> the object of {obj.__qualname__}")
-                raise
+            self._write_at(owner, f" -> the object of {obj.__qualname__}")
 
     def _partial(self, obj: functools.partial) -> None:
         self.out.append(b"P")
@@ -577,11 +566,7 @@ class _Encoder:
             self.out.append(b"%d:" % len(fields))
             for f in fields:
                 self._str(f.name)
-                try:
-                    self.write(getattr(obj, f.name, None))
-                except _Unhashable as exc:
-                    exc.steps.append(f".{f.name}")
-                    raise
+                self._write_at(getattr(obj, f.name, None), f".{f.name}")
         finally:
             self._leave(obj)
 
