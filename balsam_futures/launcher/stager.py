@@ -45,13 +45,13 @@ class Stager:
         self.store = store
         self.lid = launcher_id
         self.site = site
-        self.tags = {k: v for k, v in (tags or {}).items() if isinstance(v, str)}
+        # The launcher's --tag filter: a value, or a tuple of values (any of them).
+        self.tags = dict(tags or {})
         self.stop = stop or threading.Event()
         self.on_fenced = on_fenced
         self._transfers = transfers
         #: True while it holds or is about to take work: the launcher is not idle.
         self.busy = False
-        self.done = 0
 
     @property
     def transfers(self) -> Any:
@@ -99,7 +99,6 @@ class Stager:
             return False
         outcomes = self.transfer(tasks)
         self.store.end_staging(self.lid, outcomes)
-        self.done += len(outcomes)
         return True
 
     def workdir(self, task: StagingTask) -> Path:

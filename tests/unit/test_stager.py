@@ -76,3 +76,18 @@ def test_a_fenced_transfer_thread_stops_and_says_so(store, tmp_path):
                     on_fenced=fenced.set)
     stager.run()  # returns: it does not go on after its launcher was fenced
     assert fenced.is_set()
+
+
+def test_it_takes_only_the_tasks_its_launcher_serves(store, tmp_path):
+    """The launcher's --tag filter, with several values for a key (either matches)."""
+    lid = store.register_launcher(LauncherInfo(hostname="h", pid=os.getpid(), lease_s=1e6))
+    specs = [TaskSpec("python", b"p", TaskOptions(stage_in=[("/srv/x.dat", "x.dat")],
+                                                  tags={"exp": exp}), name=exp)
+             for exp in ("a", "b", "c")]
+    ids = store.create_tasks(specs)
+    transfers = RecordingTransfers()
+    stager = Stager(store, lid, site=str(tmp_path), tags={"exp": ("a", "b")},
+                    transfers=transfers)
+    assert stager.pass_once()
+    assert sorted(i.task_id for i in transfers.items) == ids[:2]
+    assert store.get_tasks([ids[2]])[0]["state"] == "AWAITING_STAGE_IN"
