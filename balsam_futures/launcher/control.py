@@ -75,9 +75,12 @@ RETRY_MIN, RETRY_MAX = 0.1, 10.0
 #: A resource-aware claim that finds tasks it has no room for looks this many candidates past
 #: the ones it wants, to backfill around large tasks that do not fit yet.
 CLAIM_LOOKAHEAD = 32
-#: A run's start alone is written at most this late: a run that ends sooner has its start
-#: written with its outcome, in one transaction.  Longer delays RUNNING (and a cancel's
-#: discovery that the run had begun); shorter costs short tasks a round trip each.
+#: The start of a short run (one of a kind the worker pool saw end quickly, workers/pool.py)
+#: is written at most this late: a run that ends sooner has its start written with its
+#: outcome, in one transaction.  Longer delays RUNNING (and a cancel's discovery that the run
+#: had begun); shorter costs short tasks a round trip each.  Other starts are written at once:
+#: held back, a long run could be cancelled as "not started" while it ran (it was then
+#: killed), which ProcessPoolExecutor never does to a running call.
 START_RECORD_DELAY_S = 0.05
 #: While idle, look this often for claimable tasks too large for this launcher (and warn).
 UNFIT_CHECK_S = 30.0
@@ -239,9 +242,10 @@ class StoreLoop:
             want = 0
         if not (outcomes or want or started):
             return
-        if started and not outcomes and not want:
-            # Only starts to write: wait a little for their outcomes, so that a short run's
-            # start and end share one transaction (else each task cost one more round trip).
+        if started and not outcomes and not want and not self.handoff.urgent:
+            # Only starts of short runs to write: wait a little for their outcomes, so that a
+            # short run's start and end share one transaction (else each task cost one more
+            # round trip).
             now = self.clock()
             if self.starts_since is None:
                 self.starts_since = now

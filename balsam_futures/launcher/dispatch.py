@@ -62,7 +62,7 @@ class Dispatcher:
                 started, failed = self.placer.place_backlog(pool, agents, pilot.launcher_id)
                 # Handed over before any outcome of these runs can be collected; also wakes
                 # the store thread: there is room in the backlog to claim more.
-                handoff.put(started, failed)
+                handoff.put(started, failed, urgent=self.placer.urgent_starts)
             self.publish()  # before sleeping
             timeout = None if pilot.deadline is None else \
                 max(0.0, pilot.deadline - time.monotonic())
@@ -71,14 +71,18 @@ class Dispatcher:
                 done, back = agents.collect()
                 outcomes += done
                 handback += back
+            begun = pool.take_begun() if outcomes else ()
+            began: list[int] = []
             if outcomes or handback:
-                self.placer.ended(outcomes, handback)
+                began = self.placer.ended(outcomes, handback, begun)
             if outcomes:
                 # The freed workers are counted before the store thread hears of their
                 # outcomes: else it sizes its next claim by a stale count, asks for nothing,
                 # and (PostgreSQL announces only new tasks) might not look again.
                 self.publish()
-                handoff.put(outcomes=outcomes)
+                # Queued runs that began as these ended (workers/pool.py): their starts
+                # go first, in the same hand-over.
+                handoff.put(began, outcomes)
             if handoff.dispatcher_waker.fileno() in ready:
                 handoff.dispatcher_waker.clear()
             if pilot.control_fd in ready:

@@ -22,6 +22,10 @@ class Handoff:
         self._lock = threading.Lock()
         self._outcomes: list[TaskOutcome] = []
         self._started: list[int] = []
+        self._urgent = False
+        #: Whether the starts of the last ``take`` include a run not known to be short, whose
+        #: start is written at once (control.START_RECORD_DELAY_S).  The store thread's own.
+        self.urgent = False
         self._kills: set[int] = set()
         #: Set to wake the dispatcher (claimed tasks, kills) and the store thread (outcomes,
         #: room in the backlog); each sleeps on its own.
@@ -33,12 +37,15 @@ class Handoff:
 
     # -- dispatcher -> store thread ----------------------------------------------------------
 
-    def put(self, started: Iterable[int] = (), outcomes: Iterable[TaskOutcome] = ()) -> None:
+    def put(self, started: Iterable[int] = (), outcomes: Iterable[TaskOutcome] = (),
+            urgent: bool = False) -> None:
         """Runs that started and runs that ended, for the next round trip; a run's start is
-        handed over before its outcome can be, so the store never sees them out of order."""
+        handed over before its outcome can be, so the store never sees them out of order.
+        ``urgent``: a run among ``started`` is not known to be short (see ``urgent``)."""
         with self._lock:
             self._started.extend(started)
             self._outcomes.extend(outcomes)
+            self._urgent = self._urgent or urgent
         self.store_waker.set()
 
     def take(self) -> tuple[list[int], list[TaskOutcome]]:
@@ -46,13 +53,16 @@ class Handoff:
         with self._lock:
             started, self._started = self._started, []
             outcomes, self._outcomes = self._outcomes, []
+            self.urgent, self._urgent = self._urgent, False
         return started, outcomes
 
     def give_back(self, started: list[int], outcomes: list[TaskOutcome]) -> None:
-        """A round trip failed (the store is unreachable): keep them, first in line."""
+        """A round trip failed (the store is unreachable), or waits: keep them, first in
+        line."""
         with self._lock:
             self._started[:0] = started
             self._outcomes[:0] = outcomes
+            self._urgent = self._urgent or self.urgent
 
     def pending_outcomes(self) -> int:
         with self._lock:

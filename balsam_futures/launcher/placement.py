@@ -56,6 +56,7 @@ class Placer:
         #: of single-node work each node may hold (see NodePool.fit_claim).
         self.claim_want = 0
         self.claim_depth = 1
+        self.urgent_starts = False  # see place_backlog
 
     # -- store thread ------------------------------------------------------------------------
 
@@ -154,6 +155,10 @@ class Placer:
         behind it may go first (backfill).  Returns the ids started, and the outcomes of the
         tasks that cannot run at all."""
         started = []
+        # Whether a run placed now is not known to be short: its start is written at once
+        # (control.START_RECORD_DELAY_S).  Only the head's warm workers know run times.
+        self.urgent_starts = False
+        short = getattr(pool, "short", None)
         room = pool.capacity() + (agents.capacity() if agents else 0)
         with self.lock:
             for task in self.backlog:
@@ -178,9 +183,38 @@ class Placer:
                 self._placed[task.id] = (placement, time.time())
                 started.append(task)
                 room -= 1
+                if short is not None and agent is None and not short(task):
+                    self.urgent_starts = True
             failed = [self._fail_bad(t, launcher_id) for t in started if t.id in self._bad]
             self._drop_from_backlog(started)
+            if room <= 0 and self.backlog and hasattr(pool, "prefetch_target"):
+                self._prefetch(pool)
         return [t.id for t in started], failed
+
+    def _prefetch(self, pool: Any) -> None:
+        """Queue short tasks behind the short runs of busy workers (workers/pool.py): each
+        takes over the placement of the run ahead of it when that run ends, and counts as
+        started only then (``ended``)."""
+        queued = []
+        for task in self.backlog:
+            if task.id in self._bad:
+                continue
+            w = pool.prefetch_target(task)
+            if w is None:
+                if not queued and not pool.short(task):
+                    break  # the head of the backlog is not short work: leave it all be
+                continue
+            head = w.queue[0]
+            placed = self._placed.get(head.id)
+            if placed is None:
+                continue
+            extra, pin, agent = self.plan(task, placed[0], pool.has_gpus, None)
+            if extra["mpi"] or pin is not None:
+                continue
+            if pool.prefetch(w, head.id, task, extra):
+                queued.append(task)
+        if queued:
+            self._drop_from_backlog(queued)
 
     def _drop_from_backlog(self, started: list[ClaimedTask]) -> None:
         # Usually the started tasks are the head of the backlog: pop them (rebuilding the
@@ -203,11 +237,20 @@ class Placer:
                                                 f"{launcher_id}"),
                            message=f"cannot run: {reason}")
 
-    def ended(self, outcomes: list[TaskOutcome], handback: Sequence[ClaimedTask]) -> None:
+    def ended(self, outcomes: list[TaskOutcome], handback: Sequence[ClaimedTask],
+              begun: Sequence[tuple[int, ClaimedTask]] = ()) -> list[int]:
         """Release the placements of finished runs and of runs handed back (those go back to
-        the head of the backlog), and attach where and when each ran to its outcome."""
+        the head of the backlog), and attach where and when each ran to its outcome.
+        ``begun``: (run that ended, queued task its worker began then): that task takes the
+        ended run's placement.  Returns the ids of those tasks (they started now)."""
         now = time.time()
         with self.lock:
+            handed = set()  # runs whose placement passed to the task queued behind them
+            for ended_id, task in begun:
+                placed = self._placed.get(ended_id)
+                if placed is not None:
+                    self._placed[task.id] = (placed[0], now)
+                    handed.add(ended_id)
             for task in handback:
                 placed = self._placed.pop(task.id, None)
                 if placed is not None:
@@ -216,13 +259,15 @@ class Placer:
                 placed = self._placed.pop(o.task_id, None)
                 if placed is None:
                     continue
-                self.nodes.release(placed[0])
+                if o.task_id not in handed:
+                    self.nodes.release(placed[0])
                 record = {**placed[0].as_record(), "started_at": placed[1], "ended_at": now}
                 # Built directly: dataclasses.replace cost more than the rest of this loop.
                 outcomes[k] = TaskOutcome(o.task_id, o.path, o.result, o.error, o.return_code,
                                           o.message, record)
             if handback:
                 self.backlog.extendleft(reversed(handback))
+        return [task.id for _, task in begun]
 
     def take_doomed(self, kills: set[int]) -> list[ClaimedTask]:
         """Remove from the backlog the tasks to kill that have not started."""

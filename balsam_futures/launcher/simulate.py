@@ -136,6 +136,10 @@ class SimulatedPool:
             heapq.heappop(self._timers)  # killed meanwhile
         return self._timers[0][0] if self._timers else None
 
+    def take_begun(self) -> list[tuple[int, ClaimedTask]]:
+        """Nothing is queued behind a simulated run (WorkerPool queues short work)."""
+        return []
+
     def collect(self, timeout: float | None
                 ) -> tuple[list[TaskOutcome], list[ClaimedTask], list[int]]:
         """Wait up to ``timeout`` for the next runs to end.

@@ -206,6 +206,18 @@ class TestStoreLoopJobs:
         loop.one_pass()  # a long run: its start is written on its own, not much later
         assert loop.store.calls[-1][:3] == ("exchange", [6], [])
 
+    def test_the_start_of_a_run_not_known_to_be_short_is_written_at_once(self, loop, clock):
+        loop.more = False
+        loop.handoff.put([5], [], urgent=True)
+        loop.one_pass()
+        assert loop.store.calls[-1][:3] == ("exchange", [5], [])  # not held back
+        loop.handoff.put([6], [])  # a short run's start waits again
+        loop.one_pass()
+        assert loop.store.calls[-1][:3] == ("exchange", [5], [])
+        loop.handoff.put([7], [], urgent=True)  # urgency is not lost while starts wait
+        loop.one_pass()
+        assert loop.store.calls[-1][:3] == ("exchange", [6, 7], [])
+
     def test_a_refused_outcome_fails_only_its_own_task(self, loop):
         loop.store.reject = {5}
         loop.handoff.put([], [done(4), done(5), done(6)])

@@ -3,7 +3,12 @@
 Each worker is a fresh interpreter (``process.py``) joined to the launcher by a
 socketpair, and holds one task at a time: a task queued inside a busy worker would wait
 behind a long task while another worker idles (the launcher keeps its small backlog itself,
-so an idle worker gets its next task in one message).
+so an idle worker gets its next task in one message).  The exception is short work: a
+worker whose run is of a kind this pool saw end within PREFETCH_MAX_S, PREFETCH_AFTER times
+in a row, may be handed one more such task (``prefetch``), which it starts the moment it
+sends its result, as ProcessPoolExecutor's call queue does, instead of waiting a dispatcher
+pass for it.  That task is not running until then: its start is reported when the result
+ahead of it arrives (``take_begun``), and a kill of it is carried out when it begins.
 
 A worker that dies takes only its running task with it (WorkerCrashed), and a new worker takes
 its place.  A running task
@@ -44,6 +49,13 @@ _WORKER_CODE = "from balsam_futures.launcher.workers.process import main; main()
 #: How long an MPI launcher has, after SIGTERM, to stop its ranks before its process group is
 #: killed outright (srun and hydra forward the signal and wait for the ranks to exit).
 MPI_KILL_GRACE_S = 5.0
+#: A run of at most this long is short: a task queued behind it in a worker waits no longer.
+#: The gap a dispatcher pass leaves between a result and the next task (0.2-0.7 ms on a busy
+#: 2-core machine) is what queueing saves; it matters only to runs not much longer than it.
+PREFETCH_MAX_S = 0.05
+#: Runs of a kind that must end within PREFETCH_MAX_S in a row, in this pool, before its
+#: tasks are queued behind one another (one long run starts the count again).
+PREFETCH_AFTER = 4
 
 
 @dataclass
@@ -91,6 +103,16 @@ class WorkerPool:
         self.workers: list[_Worker] = []
         self._doomed: list[tuple[int, float]] = []  # (process group, SIGKILL time)
         self.host = socket.gethostname()
+        #: Per task name, how many of its runs in a row ended within PREFETCH_MAX_S.
+        self._short: dict[str, int] = {}
+        #: (task ended, task its worker began next): runs that started when the result
+        #: ahead of them arrived, for the dispatcher to record (take_begun).
+        self._begun: list[tuple[int, ClaimedTask]] = []
+        #: Queued tasks to kill once they begin (a worker cannot be told to skip one).
+        self._kill_queued: set[int] = set()
+        #: Queued tasks taken back from workers killed for the run ahead of them: handed
+        #: back by the next collect (or by stop).
+        self._orphans: list[ClaimedTask] = []
         # One selector for the pool's life: building one per wait (as
         # multiprocessing.connection.wait does) cost more than the rest of a no-op task.
         self._sel = selectors.DefaultSelector()
@@ -138,7 +160,8 @@ class WorkerPool:
 
     def stop(self, timeout: float = 5.0) -> list[ClaimedTask]:
         """Stop every worker; returns the tasks they had not finished (running and queued)."""
-        unfinished: list[ClaimedTask] = []
+        unfinished: list[ClaimedTask] = self._orphans
+        self._orphans = []
         for w in self.workers:
             graceful = bool(w.queue) and w.mpi_run
             unfinished.extend(w.queue)
@@ -258,6 +281,10 @@ class WorkerPool:
         w.started_at = time.monotonic()
         w.queue.append(task)
         w.mpi_run = bool(extra.get("mpi"))
+        self._send(w, task, extra)
+        return True
+
+    def _send(self, w: _Worker, task: ClaimedTask, extra: Mapping[str, Any]) -> None:
         context = {"name": task.name, "tags": task.tags, "data": task.data,
                    "launcher_id": self.launcher_id, "workdir": task.workdir,
                    **self.context, **extra}
@@ -272,7 +299,42 @@ class WorkerPool:
                                            protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             pass  # the worker died; collect() reports it and hands its queue back
+
+    def short(self, task: ClaimedTask) -> bool:
+        """Whether runs of ``task``'s kind end within PREFETCH_MAX_S here, as a rule."""
+        return self._short.get(task.name, 0) >= PREFETCH_AFTER
+
+    def prefetch_target(self, task: ClaimedTask) -> _Worker | None:
+        """A busy worker that may take ``task`` next (see the module docstring): its run and
+        ``task`` are both short, a plain Python or shell run each, of the same resources;
+        None if there is none."""
+        if self.has_gpus or not self.short(task):
+            return None
+        for w in self.workers:
+            if len(w.queue) != 1 or w.mpi_run:
+                continue
+            if (self.max_tasks_per_child is not None
+                    and w.done + 2 > self.max_tasks_per_child):
+                continue
+            head = w.queue[0]
+            if self.short(head) and _shape(head) == _shape(task):
+                return w
+        return None
+
+    def prefetch(self, w: _Worker, head_id: int, task: ClaimedTask,
+                 extra: Mapping[str, Any]) -> bool:
+        """Queue ``task`` in busy worker ``w`` (from ``prefetch_target``) behind task
+        ``head_id``; False if that worker moved on meanwhile."""
+        if not (len(w.queue) == 1 and w.queue[0].id == head_id and w in self.workers):
+            return False
+        w.queue.append(task)
+        self._send(w, task, extra)
         return True
+
+    def take_begun(self) -> list[tuple[int, ClaimedTask]]:
+        """(task that ended, queued task its worker began then), since the last call."""
+        begun, self._begun = self._begun, []
+        return begun
 
     # -- results -----------------------------------------------------------------------------
 
@@ -293,7 +355,8 @@ class WorkerPool:
             until = max(deadline - time.monotonic(), 0.0)
             timeout = until if timeout is None else min(timeout, until)
         outcomes: list[TaskOutcome] = []
-        handback: list[ClaimedTask] = []
+        handback: list[ClaimedTask] = self._orphans
+        self._orphans = []
         extra_ready = []
         if self._doomed:
             self._reap_doomed()
@@ -323,7 +386,12 @@ class WorkerPool:
                 if task.id != task_id:  # a protocol bug, not a task failure
                     raise RuntimeError(f"worker answered task {task_id}, expected {task.id}")
                 w.done += 1
-                w.started_at = time.monotonic()
+                now = time.monotonic()
+                quick = now - w.started_at <= PREFETCH_MAX_S
+                self._short[task.name] = self._short.get(task.name, 0) + 1 if quick else 0
+                w.started_at = now
+                if w.queue:  # it began the task queued behind this one
+                    self._begun.append((task.id, w.queue[0]))
                 if ok:
                     outcomes.append(outcome_for(task, TaskState.RUN_DONE, result=blob))
                 else:
@@ -332,6 +400,11 @@ class WorkerPool:
                     outcomes.append(outcome_for(task, TaskState.RUN_ERROR, error=blob,
                                                 message=error_summary(
                                                     blob, "the task raised an exception")))
+            if w.queue and w.queue[0].id in self._kill_queued:
+                # Killed while it waited in this worker: it has begun now; stop it.
+                self._kill_queued.discard(w.queue[0].id)
+                outcomes += self._kill_head(w, TaskState.KILLED, "killed on request",
+                                            handback)
         except (EOFError, OSError):
             self._replace_dead(w, outcomes, handback)
 
@@ -369,19 +442,28 @@ class WorkerPool:
              reason: str = "killed on request") -> list[TaskOutcome]:
         """Stop the running tasks among ``task_ids`` (all with None), their whole process
         groups; their runs end in ``run_state`` (KILLED, or RUN_TIMEOUT at the end of the
-        launcher's wall time)."""
+        launcher's wall time).  A task among ``task_ids`` queued behind another run is
+        killed when it begins; tasks queued behind a killed run are handed back."""
         outcomes = []
         for w in list(self.workers):
+            if task_ids is not None:
+                self._kill_queued.update(t.id for t in list(w.queue)[1:] if t.id in task_ids)
             if w.queue and (task_ids is None or w.queue[0].id in task_ids):
-                task = w.queue.popleft()
-                self._kill(w, graceful=w.mpi_run)
-                if run_state is TaskState.KILLED:
-                    err: Exception = TaskKilled(f"task {task.id} was {reason}", task_id=task.id)
-                else:
-                    err = TaskTimeout(f"task {task.id} was stopped: {reason}", task_id=task.id)
-                outcomes.append(self.lost(task, run_state, err, reason))
-                self._respawn(w, [])
+                outcomes += self._kill_head(w, run_state, reason, self._orphans)
         return outcomes
+
+    def _kill_head(self, w: _Worker, run_state: TaskState, reason: str,
+                   handback: list[ClaimedTask]) -> list[TaskOutcome]:
+        """Kill worker ``w`` for the run at the head of its queue; the outcome of that run
+        (the tasks queued behind it go to ``handback``)."""
+        task = w.queue.popleft()
+        self._kill(w, graceful=w.mpi_run)
+        if run_state is TaskState.KILLED:
+            err: Exception = TaskKilled(f"task {task.id} was {reason}", task_id=task.id)
+        else:
+            err = TaskTimeout(f"task {task.id} was stopped: {reason}", task_id=task.id)
+        self._respawn(w, handback)
+        return [self.lost(task, run_state, err, reason)]
 
     def lost(self, task: ClaimedTask, run_state: TaskState, err: BaseException,
               message: str) -> TaskOutcome:
@@ -395,6 +477,13 @@ class WorkerPool:
         handback.extend(w.queue)
         w.queue.clear()
         self.workers[self.workers.index(w)] = self._spawn(w.gpus)
+
+
+def _shape(task: ClaimedTask) -> tuple:
+    """What a run of ``task`` occupies: a queued task takes over the placement of the run
+    ahead of it, so the two must match."""
+    return (task.num_nodes, task.ranks_per_node, task.threads_per_rank, task.gpus_per_rank,
+            task.node_packing_count)
 
 
 def _group_alive(pgid: int) -> bool:
