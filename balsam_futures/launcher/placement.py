@@ -201,9 +201,7 @@ class Placer:
                 continue
             w = pool.prefetch_target(task)
             if w is None:
-                if not queued and not pool.short(task):
-                    break  # the head of the backlog is not short work: leave it all be
-                continue
+                break  # in claim order: no task behind this one jumps it
             head = w.queue[0]
             placed = self._placed.get(head.id)
             if placed is None:

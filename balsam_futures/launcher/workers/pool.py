@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import selectors
 import signal
 import socket
@@ -72,6 +73,15 @@ class _Worker:
     #: signal it can forward: ranks on other nodes (and srun's, under slurmstepd) are not in
     #: the worker's process group.
     mpi_run: bool = False
+    _poller: Any = None
+
+    def readable(self) -> bool:
+        """Whether another message waits on the socket (``Connection.poll`` builds a
+        selector per call, which cost more than the rest of reading a result)."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.conn.fileno(), select.POLLIN)
+        return bool(self._poller.poll(0))
 
 
 def outcome_for(task: ClaimedTask, run_state: TaskState, *, result: bytes | None = None,
@@ -380,7 +390,9 @@ class WorkerPool:
         try:
             if not w.queue:
                 raise EOFError  # an idle worker has nothing to say: it closed or died
-            while w.queue and w.conn.poll():
+            first = True  # the selector found this socket readable
+            while w.queue and (first or w.readable()):
+                first = False
                 task_id, ok, blob = pickle.loads(w.conn.recv_bytes())
                 task = w.queue.popleft()
                 if task.id != task_id:  # a protocol bug, not a task failure
