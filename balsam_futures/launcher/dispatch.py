@@ -58,7 +58,8 @@ class Dispatcher:
                 self.stop_runs("stopped at the end of the launcher's wall time",
                                f"wall time of {pilot.cfg.wall_time_min:g} min over")
                 break
-            if self.placer.backlog and (pool.capacity() or (agents and agents.capacity())):
+            if self.placer.backlog and (pool.capacity() or (agents and agents.capacity())
+                                        or self.prefetch_room()):
                 started, failed = self.placer.place_backlog(pool, agents, pilot.launcher_id)
                 # Handed over before any outcome of these runs can be collected; also wakes
                 # the store thread: there is room in the backlog to claim more.
@@ -90,6 +91,11 @@ class Dispatcher:
                     pilot.request_stop("the executor that started it exited")
                 else:  # the executor stored tasks: the store thread looks now
                     handoff.store_waker.set()
+
+    def prefetch_room(self) -> bool:
+        """A busy worker may take short work behind its run (workers/pool.py)."""
+        room = getattr(self.pool, "prefetch_room", None)
+        return room is not None and room()
 
     def publish(self) -> None:
         """How many runs are going and whether all is idle, for the store thread's claim

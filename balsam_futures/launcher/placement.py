@@ -187,7 +187,8 @@ class Placer:
                     self.urgent_starts = True
             failed = [self._fail_bad(t, launcher_id) for t in started if t.id in self._bad]
             self._drop_from_backlog(started)
-            if room <= 0 and self.backlog and hasattr(pool, "prefetch_target"):
+            if room <= 0 and self.backlog and getattr(pool, "prefetch_room", None) \
+                    and pool.prefetch_room():
                 self._prefetch(pool)
         return [t.id for t in started], failed
 

@@ -314,6 +314,12 @@ class WorkerPool:
         """Whether runs of ``task``'s kind end within PREFETCH_MAX_S here, as a rule."""
         return self._short.get(task.name, 0) >= PREFETCH_AFTER
 
+    def prefetch_room(self) -> bool:
+        """Whether a busy worker could take a short task behind its run now."""
+        return not self.has_gpus and any(
+            len(w.queue) == 1 and not w.mpi_run and self.short(w.queue[0])
+            for w in self.workers)
+
     def prefetch_target(self, task: ClaimedTask) -> _Worker | None:
         """A busy worker that may take ``task`` next (see the module docstring): its run and
         ``task`` are both short, a plain Python or shell run each, of the same resources;
