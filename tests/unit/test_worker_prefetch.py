@@ -188,3 +188,17 @@ def test_launcher_queues_short_tasks_and_records_each_start_when_it_began(tmp_pa
         states = [h["to_state"] for h in store.history(tid)]
         assert states[:3] == ["CLAIMED", "RUNNING", "RUN_DONE"], (tid, states)
     store.close()
+
+
+def test_a_queued_task_killed_then_handed_back_ends_killed_unrun(pool):
+    warm(pool)
+    head = task(1, seconds=5.0)
+    assert pool.dispatch(head, {}, None)
+    queued = task(2)
+    assert pool.prefetch(pool.prefetch_target(queued), head.id, queued, {})
+    assert pool.kill({2}) == []  # queued: to be killed when it begins
+    killed = pool.kill({1})  # then the run ahead is killed, and 2 comes back unrun
+    outcomes, handback, _ = pool.collect(0.0)
+    assert [o.task_id for o in killed] == [1] and handback == []
+    assert [(o.task_id, o.path[0], o.message) for o in outcomes] == [
+        (2, S.KILLED, "killed before it started")]

@@ -386,6 +386,14 @@ class WorkerPool:
             elif key.data in self.workers:
                 self._drain(key.data, outcomes, handback)
         self._expire(outcomes, handback)
+        if self._kill_queued and handback:
+            # Killed while queued in a worker, then handed back unrun: they end here.
+            for task in [t for t in handback if t.id in self._kill_queued]:
+                handback.remove(task)
+                self._kill_queued.discard(task.id)
+                err = TaskKilled(f"task {task.id} was killed on request", task_id=task.id)
+                outcomes.append(self.lost(task, TaskState.KILLED, err,
+                                          "killed before it started"))
         for w in list(self.workers):
             if (self.max_tasks_per_child is not None and not w.queue
                     and w.done >= self.max_tasks_per_child):
