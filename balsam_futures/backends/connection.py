@@ -285,6 +285,11 @@ class Connections:
             self._before_history(cur)
             self._exec_many(cur, "insert_history", rows)
 
+    def _commit_without_flush(self, cur: Any) -> None:
+        """Dialect hook: this transaction writes nothing that a crash of the database server
+        may not forget (claims and starts: see LauncherOps.exchange), so its commit need not
+        wait for the disk.  SQLite never waits for it (synchronous = NORMAL in WAL mode)."""
+
     def _before_history(self, cur: Any) -> None:
         """Dialect hook, run in the transaction before history rows are inserted."""
 

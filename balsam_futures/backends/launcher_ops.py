@@ -119,6 +119,12 @@ class LauncherOps:
         was_fenced = False
         with self._raw_write() as cur:
             now = self.clock()  # after any wait for the write lock
+            if not outcomes:
+                # Claims, starts and the lease renewal only: should the database server crash
+                # before they reach its disk, the tasks are found CLAIMED or READY again, the
+                # launcher's writes about them are refused, and they run again, as for a lost
+                # launcher.  No result is ever lost this way; outcomes wait for the disk.
+                self._commit_without_flush(cur)
             if not self._renew_or_fence(cur, launcher_id, asked, now):
                 was_fenced = True
             else:

@@ -142,6 +142,9 @@ class PostgresStore(SqlStore):
         if keys:
             self._exec(cur, "pg_lock_cache_keys", {"keys": keys})
 
+    def _commit_without_flush(self, cur: Any) -> None:
+        self._exec(cur, "pg_commit_without_flush", {})
+
     def _announce_claimable(self, cur: Any) -> None:
         self._exec(cur, "pg_notify_tasks", {})
 

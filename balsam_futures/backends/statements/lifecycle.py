@@ -109,6 +109,12 @@ def pg_next_task_ids():
                 "SELECT nextval('bf_tasks_id_seq') FROM generate_series(1, :n), announce")
 
 
+def pg_commit_without_flush():
+    """PostgreSQL: this transaction's commit does not wait for its WAL to reach the disk
+    (what a launcher's claim-only round trip runs; see LauncherOps.exchange)."""
+    return text("SET LOCAL synchronous_commit TO OFF")
+
+
 def pg_notify_tasks():
     """PostgreSQL: announce claimable tasks to launchers (delivered at commit)."""
     return text("SELECT pg_notify('bf_tasks', '')")
