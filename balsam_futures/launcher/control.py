@@ -218,7 +218,10 @@ class StoreLoop:
                 self.failing_since = attempt_at
             log.warning("store unavailable, retrying in %.1f s: %s", self.retry, exc)
             self.sleep(self.retry)
-            self.retry = back_off(self.retry, RETRY_MAX)
+            # Never longer than a heartbeat period: peers that got through first count this
+            # launcher's lease from then, so a back-off past its lease got it fenced (and its
+            # tasks run again) for an outage it had ridden out (2 s leases, a server restart).
+            self.retry = back_off(self.retry, min(RETRY_MAX, pilot.lease / BEATS_PER_LEASE))
             return True
         if stopping and not handoff.pending_outcomes():
             return False

@@ -172,6 +172,15 @@ class TestStoreLoopJobs:
         assert loop.sleeps == [control.RETRY_MIN, control.RETRY_MIN * 2]
         assert loop.handoff.take() == ([3], [done(3)])
 
+    def test_a_long_outage_is_retried_at_least_once_a_heartbeat_period(self, loop):
+        # Peers that got through count this launcher's lease from then: a back-off longer
+        # than its lease would get it fenced after an outage it rode out.
+        loop.store.fail_with = StoreUnavailable("down")
+        for _ in range(12):
+            loop.one_pass()
+        assert max(loop.sleeps) == loop.pilot.lease / control.BEATS_PER_LEASE  # 8 s / 4
+        assert loop.pilot.lease / control.BEATS_PER_LEASE < control.RETRY_MAX
+
     def test_after_an_outage_its_lease_is_judged_from_its_first_failed_attempt(self, loop,
                                                                                clock):
         loop.store.clock = FakeClock(500.0)
