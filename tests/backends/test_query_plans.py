@@ -1,5 +1,6 @@
-"""The statements a launcher runs on a period, while it works or idles, read an index, not the
-table: their cost must not grow with the finished rows a campaign leaves behind.
+"""The statements a launcher runs on a period, while it works or idles, and the lookups an
+``rm`` makes per chunk of ids, read an index, not the table: their cost must not grow with the
+finished rows a campaign leaves behind.
 
 SQLite only: its EXPLAIN QUERY PLAN names a full scan as "SCAN bf_tasks" (with no index), and
 its planner has no statistics to rescue a query whose WHERE does not repeat a partial index's
@@ -23,6 +24,7 @@ PERIODIC = {
     "kill poll": (q.select_kill_requests(), {"lid": 1}),
     "unfit tasks": (q.select_unfit(), {"max_nodes": 1, "max_gpus": 0, "limit": 10}),
     "runs already started": (q.select_running_of(1, [1, 2, 3]), {}),
+    "rm: followers of deleted tasks": (q.select_followers_of([1, 2, 3]), {}),
 }
 
 
