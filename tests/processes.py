@@ -10,10 +10,10 @@ def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie counts as dead)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[1].split()[0] != "Z"
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False  # gone, also between the two looks (reading its stat then fails)
 
 
 def wait_for_file(path, timeout: float = 30.0) -> None:
