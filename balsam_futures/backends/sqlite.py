@@ -86,9 +86,7 @@ class SqliteStore(SqlStore):
             raise
         self._lock_path = str(self.path) + ".writelock"
         self._lock_fds: list[int] = []
-        self._probe_lock = threading.Lock()
-        self._probe: sqlite3.Connection | None = None
-        self._data_version: int | None = None
+        self._fds_lock = threading.Lock()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -107,7 +105,7 @@ class SqliteStore(SqlStore):
         fd = getattr(self._local, "lock_fd", None)
         if fd is None:
             fd = self._local.lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            with self._probe_lock:
+            with self._fds_lock:
                 self._lock_fds.append(fd)
         asked = time.monotonic()
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -133,25 +131,30 @@ class SqliteStore(SqlStore):
         return list(range(last + 1, last + n + 1))
 
     def changed(self) -> bool:
-        """True when any connection committed since the last call (``PRAGMA data_version``).
+        """True when another connection committed since this thread last asked (``PRAGMA
+        data_version``, on this thread's own connection).
 
         The pragma reads a counter in the WAL index, so a poller can call this every
-        millisecond for a few microseconds each.
+        millisecond for a few microseconds each.  Commits made on the same connection do
+        not count: a launcher's store thread, asking through a connection of its own, took
+        each of its own round trips for news and claimed again for nothing (a round trip
+        more per task when tasks come one at a time).
         """
-        with self._probe_lock:
-            if self._probe is None:
-                self._probe = sqlite3.connect(self.path, check_same_thread=False,
-                                              isolation_level=None)
-            version = self._probe.execute("PRAGMA data_version").fetchone()[0]
-            changed = version != self._data_version
-            self._data_version = version
-            return changed
+        try:
+            cur = self._dbapi_connection().cursor()
+            try:
+                version = cur.execute("PRAGMA data_version").fetchone()[0]
+            finally:
+                cur.close()
+        except sqlite3.Error as exc:
+            self._drop_connection()
+            raise self._store_error(exc) from exc
+        last = getattr(self._local, "data_version", None)
+        self._local.data_version = version
+        return version != last
 
     def close(self) -> None:
-        with self._probe_lock:
-            if self._probe is not None:
-                self._probe.close()
-                self._probe = None
+        with self._fds_lock:
             for fd in self._lock_fds:
                 os.close(fd)
             self._lock_fds.clear()

@@ -759,6 +759,25 @@ class TestChangedAndReopen:
         writer.read_events(0)
         assert watcher.changed() is False
 
+    def test_own_commits_are_not_news_to_the_thread_that_made_them(self, tmp_path):
+        """SQLite: ``changed`` reads the data version on the calling thread's connection, so a
+        launcher's store thread does not take its own round trips for news; commits of other
+        connections (another store, another thread of this one) are news."""
+        store, other = open_store(sqlite_url(tmp_path)), open_store(sqlite_url(tmp_path))
+        try:
+            store.changed()
+            add(store, 1)
+            assert store.changed() is False
+            add(other, 1)
+            assert store.changed() is True
+            worker = threading.Thread(target=lambda: add(store, 1))
+            worker.start()
+            worker.join()
+            assert store.changed() is True and store.changed() is False
+        finally:
+            store.close()
+            other.close()
+
     def test_reopening_keeps_tasks(self, make_store):
         first = make_store()
         ids = add(first, 3)
