@@ -156,7 +156,8 @@ class Placer:
         tasks that cannot run at all."""
         started = []
         # Whether a run placed now is not known to be short: its start is written at once
-        # (control.START_RECORD_DELAY_S).  Only the head's warm workers know run times.
+        # (control.START_RECORD_DELAY_S).  The head's warm workers learn run times (for the
+        # agents' runs too, of kinds they also ran); a pool that does not, none is short.
         self.urgent_starts = False
         short = getattr(pool, "short", None)
         room = pool.capacity() + (agents.capacity() if agents else 0)
@@ -183,7 +184,7 @@ class Placer:
                 self._placed[task.id] = (placement, time.time())
                 started.append(task)
                 room -= 1
-                if short is not None and agent is None and not short(task):
+                if short is None or not short(task):
                     self.urgent_starts = True
             failed = [self._fail_bad(t, launcher_id) for t in started if t.id in self._bad]
             self._drop_from_backlog(started)
