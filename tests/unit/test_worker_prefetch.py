@@ -79,6 +79,15 @@ def warm(p: WorkerPool, name: str = "nap", first_id: int = 100) -> int:
     raise AssertionError(f"{name} never counted as short")
 
 
+def queue_behind(p: WorkerPool, head_seconds: float, queued_seconds: float = 0.0) -> None:
+    """Warm ``p`` up, start task 1 (``head_seconds`` long) and queue task 2 behind it."""
+    warm(p)
+    head = task(1, seconds=head_seconds)
+    assert p.dispatch(head, {}, None)
+    queued = task(2, seconds=queued_seconds)
+    assert p.prefetch(p.prefetch_target(queued), head.id, queued, {})
+
+
 def test_a_kind_is_short_only_after_enough_quick_runs_in_a_row(pool):
     t = task(1)
     assert not pool.short(t)
@@ -117,11 +126,7 @@ def test_queued_task_begins_when_the_run_ahead_ends(pool):
 
 
 def test_kill_of_a_queued_task_is_carried_out_when_it_begins(pool):
-    warm(pool)
-    head = task(1, seconds=0.3)
-    assert pool.dispatch(head, {}, None)
-    queued = task(2, seconds=5.0)
-    assert pool.prefetch(pool.prefetch_target(queued), head.id, queued, {})
+    queue_behind(pool, head_seconds=0.3, queued_seconds=5.0)
     assert pool.kill({2}) == []  # the run ahead is not touched
     outcomes, _ = collect_until(pool, 2)
     assert [(o.task_id, o.path[0]) for o in outcomes] == [(1, S.RUN_DONE), (2, S.KILLED)]
@@ -129,11 +134,7 @@ def test_kill_of_a_queued_task_is_carried_out_when_it_begins(pool):
 
 
 def test_task_queued_behind_a_killed_run_goes_back_unrun(pool):
-    warm(pool)
-    head = task(1, seconds=5.0)
-    assert pool.dispatch(head, {}, None)
-    queued = task(2)
-    assert pool.prefetch(pool.prefetch_target(queued), head.id, queued, {})
+    queue_behind(pool, head_seconds=5.0)
     killed = pool.kill({1})
     assert [(o.task_id, o.path[0]) for o in killed] == [(1, S.KILLED)]
     outcomes, handback, _ = pool.collect(0.0)
@@ -142,11 +143,7 @@ def test_task_queued_behind_a_killed_run_goes_back_unrun(pool):
 
 
 def test_tasks_queued_behind_running_ones_are_unfinished_at_stop(pool):
-    warm(pool)
-    head = task(1, seconds=5.0)
-    assert pool.dispatch(head, {}, None)
-    queued = task(2)
-    assert pool.prefetch(pool.prefetch_target(queued), head.id, queued, {})
+    queue_behind(pool, head_seconds=5.0)
     assert [t.id for t in pool.stop()] == [1, 2]
 
 
@@ -191,11 +188,7 @@ def test_launcher_queues_short_tasks_and_records_each_start_when_it_began(tmp_pa
 
 
 def test_a_queued_task_killed_then_handed_back_ends_killed_unrun(pool):
-    warm(pool)
-    head = task(1, seconds=5.0)
-    assert pool.dispatch(head, {}, None)
-    queued = task(2)
-    assert pool.prefetch(pool.prefetch_target(queued), head.id, queued, {})
+    queue_behind(pool, head_seconds=5.0)
     assert pool.kill({2}) == []  # queued: to be killed when it begins
     killed = pool.kill({1})  # then the run ahead is killed, and 2 comes back unrun
     outcomes, handback, _ = pool.collect(0.0)
