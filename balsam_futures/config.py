@@ -80,6 +80,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("GLOBUS_TOKEN", None, str,
                 "a Globus Transfer access token for globus:// transfers (see "
                 "docs/workflows.md, \"Data staging\")", secret=True),
+        Setting("LAUNCHER_START", "auto", str,
+                "how an executor starts its own launcher: auto (forked from the executor's "
+                "process when that is safe, else a fresh interpreter) or spawn (always a "
+                "fresh interpreter)",
+                valid=lambda v: v in ("auto", "spawn"), accepts="auto or spawn"),
         Setting("LOG_LEVEL", "INFO", str, "launcher log level",
                 valid=lambda v: v.upper() in LOG_LEVELS,
                 accepts="one of " + ", ".join(LOG_LEVELS) + " (any case)"),

@@ -70,11 +70,14 @@ class BalsamExecutor(_cf.Executor):
 
     Args:
         max_workers: worker processes of the local launcher (default: CPUs of this machine).
-        mp_context: accepted for ProcessPoolExecutor compatibility and ignored: workers are
-            always fresh interpreters started by the launcher, as with the "spawn" start
-            method, whatever the context ("fork" included; the launcher is a process of its
-            own, so workers could not share this process's memory).  Per-worker setup goes
-            in ``initializer``.
+        mp_context: workers are always fresh interpreters started by the launcher, as with
+            the "spawn" start method, whatever the context ("fork" included; the launcher is
+            a process of its own, so workers could not share this process's memory).
+            Per-worker setup goes in ``initializer``.  The launcher itself is forked from
+            this process when that is safe (one thread, no store file open; see
+            docs/performance.md), which saves its start-up; a context whose start method is
+            not "fork" (``get_context("spawn")``, "forkserver") makes it a fresh interpreter
+            too.
         initializer, initargs: called in each worker before it runs tasks.  If it raises,
             the executor is broken, as ProcessPoolExecutor's: pending futures and later
             submits raise :class:`~balsam_futures.WorkerInitError`.
@@ -158,7 +161,7 @@ class BalsamExecutor(_cf.Executor):
         self._launcher: LauncherProcess | None = None
         if launcher:
             self._launcher = self._start_launcher(init_blob, max_tasks_per_child, gpus,
-                                                  mpi_launcher)
+                                                  mpi_launcher, mp_context)
         self._watcher = Watcher(self._store, self._registry, self._store.latest_event_id(),
                                 owner=self, launcher=self._launcher)
         self._submitter = Submitter(self._store, self._registry, on_written=self._written,
@@ -177,7 +180,7 @@ class BalsamExecutor(_cf.Executor):
             self._launcher.nudge()
 
     def _start_launcher(self, init_blob, max_tasks_per_child, gpus,
-                        mpi_launcher) -> LauncherProcess:
+                        mpi_launcher, mp_context) -> LauncherProcess:
         if gpus is None:
             gpu_ids = None  # this machine's, detected
         elif isinstance(gpus, int) and not isinstance(gpus, bool):
@@ -203,7 +206,11 @@ class BalsamExecutor(_cf.Executor):
         cfg.launcher_id = self._store.register_launcher(LauncherInfo.describe(
             [node], workers=self._max_workers, started_by="executor", job_mode="serial"))
         log_file = site.logs_dir / f"launcher-{cfg.launcher_id}.log"
-        return LauncherProcess(self._db_url, cfg, log_file)
+        # Closed, so that the launcher may be a fork of this process (launcher/fork.py: no
+        # SQLite file may be open across a fork); the next call opens another.
+        self._store.release_connection()
+        return LauncherProcess(self._db_url, cfg, log_file, mp_context=mp_context,
+                               db_path=getattr(self._store, "path", None))
 
     # -- properties --------------------------------------------------------------------------
 

@@ -435,9 +435,29 @@ class Watchdog:
                 return
         self._on_give_up(what)
 
+    def _alarm(self, signum, frame):
+        if self._active is not None:
+            self._active = None
+            raise Hung()
+
     @contextlib.contextmanager
-    def guard(self, seconds: float, what: str):
+    def guard(self, seconds: float, what: str, threads: bool = True):
+        """``threads=False``: no timer thread, only SIGALRM (interrupts Python code, not a
+        call stuck in C): for start-up, since a master with a thread running starts its
+        launcher otherwise than a user's one-thread script does (balsam_futures forks it
+        only from a one-thread process)."""
         token = object()
+        if not threads and hasattr(signal, "setitimer"):
+            previous = signal.signal(signal.SIGALRM, self._alarm)
+            self._active = token
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            try:
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self._active = None
+                signal.signal(signal.SIGALRM, previous)
+            return
         timers = [threading.Timer(seconds + HARD_GRACE_S, self._hard, (token, what))]
         if self._usable:
             timers.append(threading.Timer(seconds, self._soft, (token,)))
@@ -696,6 +716,7 @@ class PeerResult:
     error: str | None = None
     startup_s: float | None = None
     warmup_s: float | None = None
+    ready_threaded_s: float | None = None  # ready to run with a second thread alive
     shutdown_s: float | None = None
     shutdown_status: str | None = None
     restarts: int = 0
@@ -778,7 +799,7 @@ class Runner:
         h = None
         r.error = "start-up hung: the benchmark gave up here"  # replaced below unless it hangs
         try:
-            with self.watchdog.guard(self.limit, what):
+            with self.watchdog.guard(self.limit, what, threads=False):
                 t0 = now()
                 h = r.spec.factory()
                 self.live = (r, h)
@@ -881,6 +902,30 @@ class Runner:
                 except (Exception, Hung) as e:
                     r.store_check = {"error": f"{type(e).__name__}: {e}"}
             self.stop(r, h)
+        self.ready_with_a_thread(r)
+
+    def ready_with_a_thread(self, r: PeerResult) -> None:
+        """Ready to run once more, with a second thread alive in this process (as in a
+        Jupyter kernel, or a master with a thread pool): balsam_futures then starts its
+        launcher as a fresh interpreter instead of a fork."""
+        idle = threading.Event()
+        other = threading.Thread(target=idle.wait, daemon=True)
+        other.start()
+        h = None
+        try:
+            with self.watchdog.guard(self.limit, f"{r.spec.key} start-up with a thread",
+                                     threads=False):
+                t0 = now()
+                h = r.spec.factory()
+                h.submit(self.wl.noop, -1).result(timeout=self.limit)
+                r.ready_threaded_s = now() - t0
+        except (Exception, Hung) as e:
+            log(f"[{r.spec.key}] start-up with a thread failed: {e!r}")
+        finally:
+            idle.set()
+            other.join()
+            if h is not None:
+                self.stop(r, h, record=False)
 
     def run(self) -> None:
         for r in self.results.values():
@@ -1145,6 +1190,8 @@ def rows_for(sizes: dict[str, int]) -> list[Row]:
             lambda b, q: "-" if b is None else yes_no(b <= T_READY_S),
             ratio=False,
         ),
+        Row("   ready to run, a second thread alive in the master (s)",
+            lambda r: r.ready_threaded_s, "{:.3f}".format, ratio=False),
         Row(
             f"1. no-op throughput, {sizes['throughput']:,} x submit (tasks/s)",
             wl_metric("throughput", "tasks_per_s"),

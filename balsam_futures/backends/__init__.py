@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .base import SqlStore
 from .store import (
     ClaimedTask,
     ClaimOffer,
@@ -19,6 +19,20 @@ from .store import (
     TaskOutcome,
     WatcherStore,
 )
+
+if TYPE_CHECKING:
+    from .base import SqlStore
+
+
+def __getattr__(name: str) -> Any:
+    # SQLAlchemy (under .base) is imported on first use: the launcher imports the store's
+    # data classes before its workers start, and SQLAlchemy is most of its start-up.
+    if name == "SqlStore":
+        from .base import SqlStore
+
+        return SqlStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ClaimedTask", "ClaimOffer", "Exchange", "ExecutorStore", "LauncherInfo",
            "LauncherStore", "QueryStore", "SqlStore", "Store", "TaskEvent", "TaskOutcome",

@@ -186,6 +186,19 @@ class Connections:
                 self._raw_conns.append(conn)
         return conn
 
+    def release_connection(self) -> None:
+        """Close this thread's kept connection; its next call opens another."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._raw_lock:
+                if conn in self._raw_conns:
+                    self._raw_conns.remove(conn)
+            try:
+                conn.close()
+            except Exception:
+                pass
+
     def _drop_connection(self) -> None:
         """Forget this thread's connection after an error; the next call opens a new one."""
         conn = getattr(self._local, "conn", None)

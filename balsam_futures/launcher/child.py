@@ -1,7 +1,9 @@
 """A launcher as a child process of the executor (``BalsamExecutor(launcher=True)``).
 
-The executor writes the launcher's configuration to the child's standard input and keeps the
-pipe open; closing it (shutdown, or the executor's process dying) stops the launcher.
+The child is a fork of the executor's process where that is safe (fork.py: it is ready
+without importing anything), else a fresh interpreter, to which the executor writes the
+launcher's configuration on standard input.  Either way the executor keeps a control pipe
+to it open; closing it (shutdown, or the executor's process dying) stops the launcher.
 
 Two nudges spare the round trip of a task two poll intervals: a byte on that pipe when the
 executor has stored tasks (the launcher looks at the store now), and a byte on a second
@@ -12,6 +14,7 @@ lost nudge costs only the poll interval it would have saved.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import struct
@@ -19,27 +22,39 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from .config import LauncherConfig
+from .fork import fork_launcher, fork_refusal
+
+log = logging.getLogger(__name__)
 
 
 class LauncherProcess:
-    def __init__(self, db_url: str, cfg: LauncherConfig, log_file: Path) -> None:
+    """``db_path``: the SQLite file of the store (None for a server), which must not be open
+    in this process for a fork; ``mp_context``: the executor's, see fork.py."""
+
+    def __init__(self, db_url: str, cfg: LauncherConfig, log_file: Path, *,
+                 mp_context: Any = None, db_path: Path | None = None) -> None:
         self.cfg = cfg
         self.log_file = log_file
         # nudge() (the executor's writer thread) against stop() closing the pipe: a write to
         # a closed descriptor's number could land in whatever file reused it.
-        self._stdin_lock = threading.Lock()
+        self._control_lock = threading.Lock()
+        #: Why the launcher is a fresh interpreter and not a fork (None: forked).
+        self.spawned_because = fork_refusal(mp_context, db_path)
+        self.proc: Any
         news_r, news_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "balsam_futures.launcher", str(log_file), str(news_w)],
-                stdin=subprocess.PIPE,
-                pass_fds=(news_w,),
-                # Its own session: a Ctrl-C meant for the master must not kill running tasks;
-                # the master stops the launcher itself, by closing the pipe.
-                start_new_session=True,
-            )
+            if self.spawned_because is None:
+                try:
+                    self._fork(db_url, cfg, log_file, news_w)
+                except OSError as exc:  # no memory for the copy, say
+                    self.spawned_because = f"fork failed: {exc}"
+            if self.spawned_because is not None:
+                log.debug("launcher %s starts as a fresh interpreter, not a fork: %s",
+                          cfg.launcher_id, self.spawned_because)
+                self._spawn(db_url, cfg, log_file, news_w)
         except BaseException:
             os.close(news_r)
             raise
@@ -48,18 +63,43 @@ class LauncherProcess:
         #: Readable when the launcher committed starts or outcomes (see the docstring).
         self.news_fd = news_r
         os.set_blocking(news_r, False)
+        os.set_blocking(self._control_fd, False)
+        self._control_open = True
+
+    def _fork(self, db_url: str, cfg: LauncherConfig, log_file: Path, news_w: int) -> None:
+        control_r, control_w = os.pipe()
+        try:
+            self.proc = fork_launcher(db_url, cfg, log_file, control_r, news_w)
+        except BaseException:
+            os.close(control_w)
+            raise
+        finally:
+            os.close(control_r)
+        self._control_fd = control_w
+        self._control_file = None
+
+    def _spawn(self, db_url: str, cfg: LauncherConfig, log_file: Path, news_w: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "balsam_futures.launcher", str(log_file), str(news_w)],
+            stdin=subprocess.PIPE,
+            pass_fds=(news_w,),
+            # Its own session: a Ctrl-C meant for the master must not kill running tasks;
+            # the master stops the launcher itself, by closing the pipe.
+            start_new_session=True,
+        )
         blob = pickle.dumps((db_url, cfg), protocol=pickle.HIGHEST_PROTOCOL)
         self.proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
         self.proc.stdin.flush()
-        os.set_blocking(self.proc.stdin.fileno(), False)
+        self._control_file = self.proc.stdin
+        self._control_fd = self.proc.stdin.fileno()
 
     def nudge(self) -> None:
         """Tell the launcher that tasks were stored (a full pipe means it knows already)."""
-        with self._stdin_lock:
-            if self.proc.stdin.closed:
+        with self._control_lock:
+            if not self._control_open:
                 return  # stopped: nothing to tell
             try:
-                os.write(self.proc.stdin.fileno(), b"!")
+                os.write(self._control_fd, b"!")
             except OSError:
                 pass  # full (it has a nudge pending), or the launcher is gone
 
@@ -93,17 +133,24 @@ class LauncherProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Close the control pipe and wait for the launcher to exit."""
-        with self._stdin_lock:
-            if self.proc.stdin and not self.proc.stdin.closed:
+        with self._control_lock:
+            if self._control_open:
+                self._control_open = False
                 try:
-                    self.proc.stdin.close()
+                    if self._control_file is not None:
+                        self._control_file.close()
+                    else:
+                        os.close(self._control_fd)
                 except OSError:
                     pass
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        return code
 
 
 def worker_python_path() -> str:

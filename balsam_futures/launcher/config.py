@@ -73,6 +73,11 @@ class LauncherConfig:
         if self.wall_time_min is not None and not self.wall_time_min > 0:
             raise ValueError(f"wall_time_min must be > 0, not {self.wall_time_min}")
 
+    def task_context(self, db_url: str) -> dict[str, object]:
+        """What the launcher sends with every task: its site, its store, and whether a
+        Python task's output goes to ``job.out``."""
+        return {"site": self.site, "db_url": db_url, "job_out": not self.inherit_output}
+
     def stop_after(self) -> float | None:
         """Seconds after the start at which the launcher stops its runs (None: never)."""
         if self.wall_time_min is None:

@@ -44,11 +44,12 @@ from .config import LauncherConfig, local_node
 from .control import StoreLoop
 from .dispatch import Dispatcher
 from .handoff import Handoff
+from .logfile import open_log
 from .nodes import NodeSpec, this_node_name
 from .placement import Placer
 from .simulate import SimulatedPool
 from .stager import Stager
-from .workers import WorkerPool
+from .workers.pool import WorkerPool, head_pool
 
 __all__ = ["Pilot", "run_launcher"]
 
@@ -64,10 +65,12 @@ class Pilot:
     by default it is opened from ``db_url`` in ``run()``."""
 
     def __init__(self, db_url: str, cfg: LauncherConfig, control_fd: int | None = None, *,
-                 store: LauncherStore | None = None) -> None:
+                 store: LauncherStore | None = None, pool: WorkerPool | None = None) -> None:
         self.db_url = db_url
         self.cfg = cfg
         self.control_fd = control_fd
+        #: The head's workers, started already (``early_head_pool``), or None.
+        self._early_pool = pool
         #: Where to tell the executor that started this launcher that starts or outcomes
         #: were committed (child.py); None for a launcher started otherwise.
         self.executor_fd: int | None = None
@@ -176,22 +179,27 @@ class Pilot:
         mpi_name = self._mpi_launcher_name()
         head_nodes, agent_nodes = self._layout(specs)
         self.placer = Placer(specs, cfg, head_nodes=head_nodes, mpi_launcher=mpi_name)
-        store = self._store or open_store(self.db_url, listen="tasks")
-        lid = self.launcher_id = self._register(store, specs, mpi_name)
         own = sorted(head_nodes)
-        # Sent with every task; job_out: where a Python task's output goes (config.py).
-        context = {"site": cfg.site, "db_url": self.db_url, "job_out": not cfg.inherit_output}
+        gpu_ids = specs[own[0]].gpus if own else ()
+        early, self._early_pool = self._early_pool, None
+        if early is not None and (cfg.simulate or early.gpu_ids != tuple(gpu_ids)):
+            early.stop()  # started for other GPUs than this launcher's node has
+            early = None
+        try:
+            store = self._store or open_store(self.db_url, listen="tasks")
+            lid = self.launcher_id = self._register(store, specs, mpi_name)
+        except BaseException:
+            if early is not None:
+                early.stop()
+            raise
+        context = cfg.task_context(self.db_url)
         pool: Any
         if cfg.simulate:
             # As many runs at once as the nodes have cores: placement is the real bound.
             pool = SimulatedPool(self.placer.nodes.total_cores, launcher_id=lid)
             self.workers = pool.slots
         else:
-            pool = WorkerPool(cfg.num_workers, launcher_id=lid, init_blob=cfg.init_blob,
-                              max_tasks_per_child=cfg.max_tasks_per_child,
-                              env={**os.environ, **cfg.worker_env},
-                              context=context,
-                              gpu_ids=specs[own[0]].gpus if own else ())
+            pool = early or head_pool(cfg, self.db_url, lid, gpu_ids)
         agents = None
         if agent_nodes:
             agents = AgentPool(
@@ -247,22 +255,15 @@ class Pilot:
 
 
 def run_launcher(db_url: str, cfg: LauncherConfig, *, control_fd: int | None = None,
-                 log_file: str | None = None, executor_fd: int | None = None) -> int:
+                 log_file: str | None = None, executor_fd: int | None = None,
+                 pool: WorkerPool | None = None) -> int:
     """Run a launcher in this process until stopped (signals, idle timeout, control pipe).
 
-    ``log_file`` is created private (0600), like the database: a log names the store, tasks
-    and hosts.  An existing one is made private too and appended to.
+    ``log_file``: see logfile.py.  ``pool``: the head's workers, started already
+    (``early_head_pool``).
     """
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        # os.open with a mode, not FileHandler (0666 less the umask, often world-readable):
-        # the file is private from its creation on; O_NOFOLLOW refuses a planted symlink.
-        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        handlers = [logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))]
-    logging.basicConfig(level=config.setting("LOG_LEVEL").upper(), handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pilot = Pilot(db_url, cfg, control_fd=control_fd)
+    open_log(log_file)
+    pilot = Pilot(db_url, cfg, control_fd=control_fd, pool=pool)
     if executor_fd is not None:
         os.set_blocking(executor_fd, False)
         os.set_inheritable(executor_fd, False)  # not for the commands tasks start

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...backends.store import ClaimedTask, TaskOutcome
 from ...errors import TaskKilled, TaskTimeout, WorkerCrashed
@@ -41,6 +41,9 @@ from ...serialization import dump_exception
 from ...tasks import TaskState, outcome_path
 from ...triage import error_summary
 from ..gpus import split_gpus, worker_gpu_env
+
+if TYPE_CHECKING:
+    from ..config import LauncherConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +111,11 @@ class WorkerPool:
         self.max_tasks_per_child = max_tasks_per_child
         self.env = dict(os.environ if env is None else env)
         self.context = dict(context or {})  # sent with every task (site, store URL)
+        self.gpu_ids = tuple(gpu_ids)
         self.has_gpus = bool(gpu_ids)
         self._initial_gpus = split_gpus(gpu_ids, num_workers)
         self.workers: list[_Worker] = []
+        self._started = False
         self._doomed: list[tuple[int, float]] = []  # (process group, SIGKILL time)
         self.host = socket.gethostname()
         #: Per task name, how many of its runs in a row ended within PREFETCH_MAX_S.
@@ -134,6 +139,9 @@ class WorkerPool:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._started:
+            return  # started early (early_head_pool), before the launcher's store
+        self._started = True
         for gpus in self._initial_gpus:
             self.workers.append(self._spawn(gpus if self.has_gpus else None))
 
@@ -503,6 +511,28 @@ class WorkerPool:
         handback.extend(w.queue)
         w.queue.clear()
         self.workers[self.workers.index(w)] = self._spawn(w.gpus)
+
+
+def head_pool(cfg: LauncherConfig, db_url: str, launcher_id: int,
+              gpu_ids: Sequence[str]) -> WorkerPool:
+    """The warm workers of a launcher's own node, not yet started."""
+    return WorkerPool(cfg.num_workers, launcher_id=launcher_id, init_blob=cfg.init_blob,
+                      max_tasks_per_child=cfg.max_tasks_per_child,
+                      env={**os.environ, **cfg.worker_env}, context=cfg.task_context(db_url),
+                      gpu_ids=gpu_ids)
+
+
+def early_head_pool(cfg: LauncherConfig, db_url: str) -> WorkerPool | None:
+    """The head's workers of an executor's own launcher, started before the launcher
+    imports its store: their interpreters boot on the other core while SQLAlchemy loads
+    (most of a launcher's start-up), instead of after it.  None where the launcher learns
+    its nodes or GPUs only later; ``Pilot.run`` replaces a pool whose GPUs are not the ones
+    it finds."""
+    if cfg.launcher_id is None or cfg.simulate or cfg.nodes is not None or cfg.gpu_ids is None:
+        return None
+    pool = head_pool(cfg, db_url, cfg.launcher_id, cfg.gpu_ids)
+    pool.start()
+    return pool
 
 
 def _shape(task: ClaimedTask) -> tuple:

@@ -1,0 +1,192 @@
+"""The executor's own launcher forked from the master where that is safe (launcher/fork.py),
+and a fresh interpreter everywhere else.
+
+Each case runs in a script of its own: whether a fork is safe depends on the whole process
+(its threads, its open files), which a test runner's process does not control.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+_PRELUDE = """
+import json, logging, os, sys, threading
+from balsam_futures import BalsamExecutor
+
+def pid():
+    return os.getpid()
+
+def fds(launcher_pid):
+    return {os.readlink(f"/proc/{launcher_pid}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{launcher_pid}/fd")}
+
+def report(ex, **extra):
+    launcher = ex._launcher
+    out = {"spawned_because": launcher.spawned_because, "launcher_pid": launcher.pid,
+           "worker_pid": ex.submit(pid).result(timeout=60), "master_pid": os.getpid(),
+           "launcher_parent": int(open(f"/proc/{launcher.pid}/stat").read()
+                                  .rsplit(")", 1)[1].split()[1]), **extra}
+    print("REPORT " + json.dumps(out), flush=True)
+"""
+
+
+def _run(tmp_path, body: str, env: dict[str, str] | None = None) -> dict:
+    script = tmp_path / "master.py"
+    script.write_text(_PRELUDE + textwrap.dedent(body))
+    from balsam_futures.launcher.child import worker_python_path
+
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=100, env={**os.environ, "PYTHONPATH": worker_python_path(),
+                          "BALSAM_FUTURES_SITE": str(tmp_path / "site"), **(env or {})})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert lines, proc.stdout + proc.stderr
+    return {**json.loads(lines[-1][len("REPORT "):]), "stdout": proc.stdout,
+            "stderr": proc.stderr}
+
+
+def test_a_single_threaded_master_forks_its_launcher(tmp_path):
+    out = _run(tmp_path, """
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex)
+    """)
+    assert out["spawned_because"] is None
+    assert out["launcher_parent"] == out["master_pid"]
+    assert out["worker_pid"] not in (out["master_pid"], out["launcher_pid"])
+
+
+def test_the_forked_launcher_holds_none_of_the_masters_files(tmp_path):
+    # A pipe open in the master when the executor starts: the launcher must not keep a copy
+    # (else the master's own child, reading it, would never see the end of its input).
+    out = _run(tmp_path, """
+        r, w = os.pipe()
+        log = open("master.log", "w")
+        with BalsamExecutor(max_workers=1) as ex:
+            held = fds(ex._launcher.pid)
+            pipes = {os.readlink(f"/proc/self/fd/{fd}") for fd in (r, w)}
+            report(ex, shared=sorted(held & (pipes | {os.path.realpath("master.log")})))
+    """)
+    assert out["spawned_because"] is None
+    assert out["shared"] == []
+
+
+def test_the_forked_launcher_logs_to_its_file_not_to_the_masters_handlers(tmp_path):
+    out = _run(tmp_path, """
+        logging.basicConfig(filename="master.log", level=logging.DEBUG)
+        logging.getLogger("balsam_futures").setLevel(logging.CRITICAL)
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex, log=str(ex._launcher.log_file))
+    """)
+    assert out["spawned_because"] is None
+    launcher_log = Path(out["log"]).read_text()
+    assert "launcher 1 started" in launcher_log
+    assert "launcher" not in (tmp_path / "master.log").read_text()
+
+
+def test_a_master_with_threads_spawns_a_fresh_launcher(tmp_path):
+    out = _run(tmp_path, """
+        stop = threading.Event()
+        helper = threading.Thread(target=stop.wait)
+        helper.start()
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex)
+        stop.set()
+    """)
+    assert "threads" in out["spawned_because"]
+    assert out["launcher_parent"] == out["master_pid"]
+
+
+def test_an_open_store_file_spawns_a_fresh_launcher(tmp_path):
+    # A connection of the master's to the same SQLite file: a copy of SQLite's lock state
+    # in a fork would be wrong, so no fork.
+    out = _run(tmp_path, """
+        from balsam_futures.backends import open_store
+        with BalsamExecutor(max_workers=1) as first:
+            first.submit(pid).result(timeout=60)
+        other = open_store(f"sqlite:///{first.store.path}")
+        other.latest_event_id()
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex)
+    """)
+    assert "is open in this process" in out["spawned_because"]
+
+
+@pytest.mark.parametrize("how", ["mp_context", "setting"])
+def test_a_spawn_context_or_the_setting_spawns_a_fresh_launcher(tmp_path, how):
+    body = """
+        import multiprocessing
+        with BalsamExecutor(max_workers=1,
+                            mp_context=multiprocessing.get_context("spawn")) as ex:
+            report(ex)
+    """ if how == "mp_context" else """
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex)
+    """
+    out = _run(tmp_path, body, env={"BALSAM_FUTURES_LAUNCHER_START": "spawn"}
+               if how == "setting" else None)
+    assert out["spawned_because"] in ("mp_context asks for 'spawn'",
+                                      "BALSAM_FUTURES_LAUNCHER_START=spawn")
+
+
+def test_a_fork_context_still_forks(tmp_path):
+    out = _run(tmp_path, """
+        import multiprocessing
+        with BalsamExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as ex:
+            report(ex)
+    """)
+    assert out["spawned_because"] is None
+
+
+def test_a_forked_launcher_runs_none_of_the_masters_exit_hooks(tmp_path):
+    # The master's atexit hook would print twice if the launcher, a copy, ran it too.
+    out = _run(tmp_path, """
+        import atexit
+        atexit.register(print, "EXIT HOOK", flush=True)
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex)
+    """)
+    assert out["spawned_because"] is None
+    assert out["stdout"].count("EXIT HOOK") == 1
+
+
+def test_a_killed_master_stops_its_forked_launcher_and_workers(tmp_path):
+    script = tmp_path / "master.py"
+    script.write_text(_PRELUDE + textwrap.dedent("""
+        import time
+        ex = BalsamExecutor(max_workers=1)
+        report(ex)
+        time.sleep(600)
+    """))
+    from balsam_futures.launcher.child import worker_python_path
+
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": worker_python_path(),
+             "BALSAM_FUTURES_SITE": str(tmp_path / "site")})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("REPORT "), line
+        out = json.loads(line[len("REPORT "):])
+        assert out["spawned_because"] is None
+        # Readable once each process has exited (they are not this test's children).
+        pidfds = [os.pidfd_open(out["launcher_pid"]), os.pidfd_open(out["worker_pid"])]
+        proc.kill()
+        proc.wait(timeout=30)
+        for fd in pidfds:
+            ready, _, _ = select.select([fd], [], [], 30)
+            os.close(fd)
+            assert ready, "the launcher or its worker outlived the master"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
