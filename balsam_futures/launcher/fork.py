@@ -12,6 +12,9 @@ process, so it is taken only when nothing copied can misbehave in the copy:
   locks it does not (the executor closes its own connection first);
 - a resident size under FORK_MAX_RSS: the launcher lives as long as the executor, and every
   page the executor writes meanwhile would be copied for it;
+- no MPI, RDMA or CUDA library loaded (mpi4py imported, say): MPI libraries do not support
+  a fork, and memory an RDMA library pinned is corrupted in the parent when the copy
+  touches it;
 - Linux (``/proc``, ``pidfd_open``), no ``mp_context`` other than "fork", and the setting
   ``BALSAM_FUTURES_LAUNCHER_START`` not "spawn".
 
@@ -32,6 +35,7 @@ import faulthandler
 import gc
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -56,8 +60,12 @@ def fork_refusal(mp_context: Any, db_path: Path | None) -> str | None:
         method = getattr(mp_context, "get_start_method", lambda: None)()
         if method != "fork":
             return f"mp_context asks for {method!r}"
-    if not hasattr(os, "pidfd_open") or not os.path.isdir("/proc/self/task"):
+    if not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+            and os.path.isdir("/proc/self/task")):
         return "not Linux"
+    unsafe = _unsafe_library()  # first: MPI starts threads of its own, the lesser reason
+    if unsafe is not None:
+        return f"{unsafe} is loaded"
     threads = len(os.listdir("/proc/self/task"))
     if threads > 1:
         return f"{threads} threads"
@@ -66,6 +74,22 @@ def fork_refusal(mp_context: Any, db_path: Path | None) -> str | None:
         return f"resident size {rss}"
     if db_path is not None and _open_on(db_path):
         return f"{db_path} is open in this process"
+    return None
+
+
+#: Shared libraries that do not survive a fork of their process (see the module docstring).
+_FORK_UNSAFE = re.compile(r"/lib(mpi|mpich|ibverbs|fabric|uc[pst]|psm\w*|cuda|nccl)[.\w]*\.so")
+
+
+def _unsafe_library() -> str | None:
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                found = _FORK_UNSAFE.search(line)
+                if found is not None:
+                    return found.group(0).lstrip("/")
+    except OSError:
+        return "no /proc/self/maps"
     return None
 
 
@@ -103,8 +127,11 @@ class ForkedLauncher:
         if self.returncode is None:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler of the user's)
-                self.returncode = 255
+            except ChildProcessError:
+                # Reaped by someone else (SIGCHLD ignored, or a handler of the user's): its
+                # pidfd still says whether it exited, though not with what code.
+                if self._exited(0):
+                    self.returncode = 255
             else:
                 if pid:
                     self.returncode = os.waitstatus_to_exitcode(status)
@@ -112,15 +139,19 @@ class ForkedLauncher:
                 os.close(self._pidfd)
         return self.returncode
 
+    def _exited(self, timeout: float | None) -> bool:
+        return bool(select.select([self._pidfd], [], [], timeout)[0])
+
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code; None if it is still running after ``timeout`` seconds."""
         if self.returncode is None:
-            select.select([self._pidfd], [], [], timeout)  # readable once it exited
+            self._exited(timeout)
         return self.poll()
 
     def kill(self) -> None:
         if self.returncode is None:
-            os.kill(self.pid, signal.SIGKILL)
+            # Through the pidfd: a pid of a process already reaped may name another one.
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
 
 def fork_launcher(db_url: str, cfg: Any, log_file: Path, control_r: int,

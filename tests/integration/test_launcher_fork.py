@@ -190,3 +190,14 @@ def test_a_killed_master_stops_its_forked_launcher_and_workers(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_master_with_mpi_loaded_spawns_a_fresh_launcher(tmp_path):
+    pytest.importorskip("mpi4py")
+    out = _run(tmp_path, """
+        from mpi4py import MPI
+        assert MPI.Is_initialized()
+        with BalsamExecutor(max_workers=1) as ex:
+            report(ex)
+    """)
+    assert out["spawned_because"].endswith("is loaded"), out["spawned_because"]
