@@ -75,7 +75,7 @@ class BalsamExecutor(_cf.Executor):
             a process of its own, so workers could not share this process's memory).
             Per-worker setup goes in ``initializer``.  The launcher itself is forked from
             this process when that is safe (one thread, no store file open; see
-            docs/performance.md), which saves its start-up; a context whose start method is
+            docs/concepts.md, "Launcher"), which saves its start-up; a context whose start method is
             not "fork" (``get_context("spawn")``, "forkserver") makes it a fresh interpreter
             too.
         initializer, initargs: called in each worker before it runs tasks.  If it raises,
