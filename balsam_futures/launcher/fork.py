@@ -47,6 +47,8 @@ from typing import Any
 
 from .. import config
 
+#: What ps and top call a forked launcher (at most 15 characters).
+PROCESS_NAME = "bf-launcher"
 #: Largest resident size (bytes) of the executor's process that is forked; larger ones start
 #: a fresh interpreter (see the module docstring).
 FORK_MAX_RSS = 1 << 30
@@ -203,6 +205,12 @@ def _become_fresh(keep: tuple[int, ...]) -> None:
     faulthandler.disable()  # its file may be a descriptor closed below
     faulthandler.cancel_dump_traceback_later()
     os.setsid()  # a Ctrl-C meant for the executor must not stop running tasks (child.py)
+    try:
+        # Its name in ps and top (its command line is the master's: it is a copy).
+        with open("/proc/self/comm", "w") as f:
+            f.write(PROCESS_NAME)
+    except OSError:
+        pass
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

@@ -35,7 +35,8 @@ def report(ex, **extra):
     out = {"spawned_because": launcher.spawned_because, "launcher_pid": launcher.pid,
            "worker_pid": ex.submit(pid).result(timeout=60), "master_pid": os.getpid(),
            "launcher_parent": int(open(f"/proc/{launcher.pid}/stat").read()
-                                  .rsplit(")", 1)[1].split()[1]), **extra}
+                                  .rsplit(")", 1)[1].split()[1]),
+           "launcher_name": open(f"/proc/{launcher.pid}/comm").read().strip(), **extra}
     print("REPORT " + json.dumps(out), flush=True)
 """
 
@@ -63,6 +64,7 @@ def test_a_single_threaded_master_forks_its_launcher(tmp_path):
     """)
     assert out["spawned_because"] is None
     assert out["launcher_parent"] == out["master_pid"]
+    assert out["launcher_name"] == "bf-launcher"  # in ps and top; its argv is the master's
     assert out["worker_pid"] not in (out["master_pid"], out["launcher_pid"])
 
 
