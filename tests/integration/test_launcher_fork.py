@@ -203,3 +203,31 @@ def test_a_master_with_mpi_loaded_spawns_a_fresh_launcher(tmp_path):
             report(ex)
     """)
     assert out["spawned_because"].endswith("is loaded"), out["spawned_because"]
+
+
+@pytest.mark.postgres
+def test_a_postgres_master_forks_and_keeps_its_connections(tmp_path, pg_url):
+    # The copy holds the master's server connections too: it must end none of them in a way
+    # the server sees (a goodbye message), so a connection opened before the fork still
+    # answers after the launcher has exited.
+    out = _run(tmp_path, f"""
+        from balsam_futures.backends import open_store
+        before = open_store({pg_url!r})
+
+        def backend():
+            cur = before._dbapi_connection().cursor()
+            cur.execute("SELECT pg_backend_pid()")
+            return cur.fetchone()[0]
+
+        session = backend()  # this connection is open across the fork
+        with BalsamExecutor(max_workers=1, db_url={pg_url!r}) as ex:
+            ex.submit(pid).result(timeout=60)
+            forked = ex._launcher.spawned_because is None
+        print("REPORT " + json.dumps({{"forked": forked, "states": before.count_by_state(),
+                                       "same_session": backend() == session,
+                                       "exit": ex._launcher.proc.poll()}}))
+    """)
+    assert out["forked"]
+    assert out["same_session"]  # not ended by the copy and silently reopened
+    assert out["exit"] == 0
+    assert out["states"] == {"JOB_FINISHED": 1}
