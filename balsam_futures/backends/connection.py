@@ -320,8 +320,9 @@ class Connections:
         """Dialect hook, run in the transaction that inserted new tasks."""
 
     def _announce_claimable(self, cur: Any) -> None:
-        """Dialect hook: tasks became claimable again (retries, requeues) in this
-        transaction; launchers waiting for work should look."""
+        """Tasks became claimable again (retries, requeues) in this transaction; launchers
+        waiting for work should look (dialects also tell the other processes)."""
+        self._local.released = True
 
     def notify_fd(self) -> int | None:
         """A file descriptor that becomes readable when the store changes, if the backend

@@ -117,6 +117,7 @@ class LauncherOps:
             return Exchange([], [])
         asked = self.clock() if asked is None else asked
         was_fenced = False
+        self._local.released = False  # set by _announce_claimable
         with self._raw_write() as cur:
             now = self.clock()  # after any wait for the write lock
             if not outcomes:
@@ -159,7 +160,8 @@ class LauncherOps:
                 self._learn(cur, learned, now)
         if was_fenced:
             raise fenced(launcher_id)
-        return Exchange([self._claimed_task(r, parents) for r in rows], lost)
+        return Exchange([self._claimed_task(r, parents) for r in rows], lost,
+                        released=self._local.released)
 
     def _claimed_task(self, row: tuple, parents: dict[int, dict[int, bytes | None]]
                       ) -> ClaimedTask:

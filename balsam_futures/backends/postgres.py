@@ -146,6 +146,7 @@ class PostgresStore(SqlStore):
         self._exec(cur, "pg_commit_without_flush", {})
 
     def _announce_claimable(self, cur: Any) -> None:
+        super()._announce_claimable(cur)
         self._exec(cur, "pg_notify_tasks", {})
 
     def _claim_rows(self, cur: Any, launcher_id: int, limit: int, offer: ClaimOffer,

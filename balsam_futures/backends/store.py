@@ -145,6 +145,9 @@ class Exchange:
 
     claimed: list[ClaimedTask]
     lost: list[int]
+    #: Whether this round trip made tasks claimable (retries, released children, requeues):
+    #: its own writes, which the launcher's change probe does not report to it.
+    released: bool = False
 
 
 # -- what each role may ask ---------------------------------------------------------------

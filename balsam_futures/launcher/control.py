@@ -84,6 +84,10 @@ CLAIM_LOOKAHEAD = 32
 #: held back, a long run could be cancelled as "not started" while it ran (it was then
 #: killed), which ProcessPoolExecutor never does to a running call.
 START_RECORD_DELAY_S = 0.05
+#: How long a claim that found nothing more to take is believed without news: outcomes
+#: written meanwhile claim nothing (see StoreLoop.round_trip).  A bound on how late a task
+#: that another launcher's claim held locked, and gave back, is seen.
+EXHAUSTED_TRUST_S = 1.0
 #: While idle, look this often for claimable tasks too large for this launcher (and warn).
 UNFIT_CHECK_S = 30.0
 
@@ -147,6 +151,8 @@ class StoreLoop:
         self.last_kill_check = now
         self.last_activity = now
         self.more = True  # the store may hold claimable tasks we have not seen
+        #: When a claim last found nothing more to take (None: it may hold more).
+        self.exhausted_at: float | None = None
         self.poll = POLL_MIN
         self.retry = RETRY_MIN
         #: Store time of the first failed attempt of an outage under way (None: the last
@@ -240,8 +246,12 @@ class StoreLoop:
         # backlog into workers, and the backlog should only cover what frees up next.
         room = 0 if stopping else sizer.target - len(placer.backlog) - self.handoff.running
         # A finished run frees resources: claim again even if the store had nothing new,
-        # since candidates skipped for lack of room may fit now.
-        want = room if room > 0 and (self.more or outcomes) else 0
+        # since candidates skipped for lack of room may fit now; unless the last claim saw
+        # every claimable task and took them all (tasks one at a time: two statements and a
+        # history row less in each outcome's transaction, the one the master waits for).
+        exhausted = (self.exhausted_at is not None
+                     and self.clock() - self.exhausted_at < EXHAUSTED_TRUST_S)
+        want = room if room > 0 and (self.more or (outcomes and not exhausted)) else 0
         wall_left = pilot.wall_left()
         if wall_left is not None and wall_left <= 0:
             want = 0
@@ -260,6 +270,7 @@ class StoreLoop:
         self.starts_since = None
         placer.claim_want = want
         placer.claim_depth = sizer.depth(workers)
+        placer.turned_away = False
         offer = ClaimOffer(max_nodes=placer.nodes.num_nodes, tags=self.tags,
                            max_gpus=placer.max_node_gpus, max_wall_s=wall_left,
                            fit=placer.fit, window=want + CLAIM_LOOKAHEAD)
@@ -277,8 +288,14 @@ class StoreLoop:
         pilot.finished += len(outcomes)
         sizer.observe(len(outcomes), workers, now)
         if want:
-            self.more = len(trip.claimed) == want
-        elif outcomes:
+            self.more = len(trip.claimed) == want or trip.released
+            # Fewer than asked, none turned away for lack of room: the store holds nothing
+            # more for this launcher until it announces a change (its change probe) or this
+            # round trip's own writes made tasks claimable (retries, released children).
+            # Trusted for EXHAUSTED_TRUST_S only: a PostgreSQL claim skips rows that another
+            # launcher's claim holds locked, and those may be given back unannounced.
+            self.exhausted_at = now if not (self.more or placer.turned_away) else None
+        elif outcomes and not exhausted or trip.released:
             # Runs ended while there was no room to ask for more: the candidates skipped for
             # lack of room may fit now, whether or not the store announces anything new.
             self.more = True

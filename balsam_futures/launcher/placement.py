@@ -56,6 +56,9 @@ class Placer:
         #: of single-node work each node may hold (see NodePool.fit_claim).
         self.claim_want = 0
         self.claim_depth = 1
+        #: Set by fit when it turned a candidate away (it may fit once runs end); the store
+        #: thread clears it before each claim.
+        self.turned_away = False
         self.urgent_starts = False  # see place_backlog
 
     # -- store thread ------------------------------------------------------------------------
@@ -88,7 +91,10 @@ class Placer:
                                 "a launcher with more resources", row.id, reason)
             taken = self.nodes.fit_claim([rows[i] for i in fits], list(self.backlog),
                                          self.claim_depth)
-        return [fits[i] for i in taken][:self.claim_want] + bad
+            chosen = [fits[i] for i in taken][:self.claim_want] + bad
+            if len(chosen) < len(rows):
+                self.turned_away = True
+        return chosen
 
     def add_claimed(self, tasks: Sequence[ClaimedTask]) -> None:
         with self.lock:

@@ -476,6 +476,26 @@ class TestRecordOutcomes:
         history_ids = [h["id"] for tid in ids for h in store.history(tid)]
         assert len(history_ids) == len(set(history_ids))
 
+    def test_a_round_trip_says_whether_it_made_tasks_claimable(self, store):
+        # The launcher skips claims while the store has nothing for it; its own writes that
+        # make tasks claimable are not news to its change probe, so the round trip says so.
+        plain, retried, parent = add(store, 3, max_retries=1)
+        (child,) = store.create_tasks([TaskSpec("python", b"c", TaskOptions(), name="c",
+                                                depends_on=(parent,))])
+        lid = launcher(store)
+        store.claim(lid, 3)
+
+        def outcome(task_id: int, run_state: TaskState) -> TaskOutcome:
+            return TaskOutcome(task_id, outcome_path(run_state, 0, 1, True), result=b"r")
+
+        assert store.exchange(lid, [], [outcome(plain, S.RUN_DONE)], 0).released is False
+        assert store.exchange(lid, [], [outcome(retried, S.RUN_ERROR)], 0).released is True
+        assert state_of(store, retried) is S.RESTART_READY
+        trip = store.exchange(lid, [], [outcome(parent, S.RUN_DONE)], 5)
+        assert trip.released is True  # the child is READY now, and claimed with it
+        assert state_of(store, child) is S.CLAIMED
+        assert store.exchange(lid, [], [], 5).released is False
+
     def test_record_and_claim_in_one_call(self, store):
         ids = add(store, 3)
         lid = launcher(store)

@@ -47,9 +47,13 @@ class FakeStore:
         self.reject: set[int] = set()  # outcomes of these tasks are refused
         self.kills: list[int] = []
         self.claimable: list[ClaimedTask] = []
+        self.news = False  # what changed() says next (once)
+        self.released = False  # what the next exchange says of its own writes
+        self.on_exchange = lambda: None
 
     def changed(self) -> bool:
-        return False
+        news, self.news = self.news, False
+        return news
 
     def notify_fd(self):
         return None
@@ -62,7 +66,9 @@ class FakeStore:
         if any(o.task_id in self.reject and o.path[-1] is not S.FAILED for o in outcomes):
             raise StoreRejected("refused")
         claimed, self.claimable = self.claimable[:limit], self.claimable[limit:]
-        return Exchange(claimed, [])
+        self.on_exchange()
+        released, self.released = self.released, False
+        return Exchange(claimed, [], released=released)
 
     def heartbeat(self, lid, *, asked=None):
         self.calls.append(("heartbeat",))
@@ -251,6 +257,46 @@ class TestStoreLoopJobs:
         clock.advance(5.0)
         loop.one_pass()
         assert loop.pilot.stop_reason == "idle for 5 s"
+
+    def test_outcomes_claim_nothing_after_a_claim_found_nothing_more(self, loop, clock):
+        loop.handoff.put([], [done(1)])
+        loop.one_pass()
+        assert loop.store.calls[-1][3] == 2  # asked for 2, the store had none
+        loop.handoff.put([], [done(2)])
+        loop.one_pass()
+        assert loop.store.calls[-1][2:4] == ([2], 0)  # the outcome alone
+        loop.store.news = True  # another process committed something
+        loop.handoff.put([], [done(3)])
+        loop.one_pass()
+        assert loop.store.calls[-1][2:4] == ([3], 2)
+        loop.handoff.put([], [done(4)])
+        loop.one_pass()
+        assert loop.store.calls[-1][2:4] == ([4], 0)
+        clock.advance(control.EXHAUSTED_TRUST_S)  # believed for so long only
+        loop.handoff.put([], [done(5)])
+        loop.one_pass()
+        assert loop.store.calls[-1][2:4] == ([5], 2)
+
+    def test_a_round_trip_that_made_tasks_claimable_claims_again(self, loop):
+        loop.handoff.put([], [done(1)])
+        loop.store.released = True  # say a retry of task 1: READY again, by this round trip
+        loop.one_pass()
+        loop.store.claimable = [claimed(1)]
+        loop.handoff.put([], [done(2)])
+        loop.one_pass()
+        assert loop.store.calls[-1][2:4] == ([2], 2)
+        assert [t.id for t in loop.placer.backlog] == [1]
+
+    def test_a_claim_that_turned_tasks_away_claims_again_when_runs_end(self, loop):
+        def turn_away():
+            loop.placer.turned_away = True  # fit: a candidate did not fit the room left
+        loop.store.on_exchange = turn_away
+        loop.handoff.put([], [done(1)])
+        loop.one_pass()
+        loop.store.on_exchange = lambda: None
+        loop.handoff.put([], [done(2)])
+        loop.one_pass()
+        assert loop.store.calls[-1][2:4] == ([2], 2)  # it may fit now
 
     def test_claims_only_the_room_left(self, loop):
         loop.store.claimable = [claimed(i) for i in range(1, 10)]
