@@ -110,6 +110,10 @@ def _place_inputs(app: ShellApp, workdir: Path, task_id: int) -> None:
             _place(src, dst, app.link)
 
 
+#: (program, PATH) that _argv found: a worker runs the same command many times.
+_found: set[tuple[str, str]] = set()
+
+
 def _argv(app: ShellApp, rendered: str, env: Mapping[str, str], workdir: Path,
           task_id: int) -> list[str]:
     """The argv to run, after checking that its program exists (no shell) so a missing one
@@ -118,12 +122,19 @@ def _argv(app: ShellApp, rendered: str, env: Mapping[str, str], workdir: Path,
         return ["/bin/sh", "-c", rendered]
     argv = shlex.split(rendered)
     exe = argv[0]
+    search_path = env.get("PATH", os.defpath)
+    if (exe, search_path) in _found:
+        return argv
     if "/" in exe:
         path = exe if os.path.isabs(exe) else os.path.join(workdir, exe)
         found = os.path.isfile(path) and os.access(path, os.X_OK)
     else:
-        found = shutil.which(exe, path=env.get("PATH", os.defpath)) is not None
+        found = shutil.which(exe, path=search_path) is not None
     if not found:
         raise ShellCommandNotFound(exe, rendered, workdir=str(workdir), task_id=task_id,
-                                   path=env.get("PATH", os.defpath))
+                                   path=search_path)
+    if os.path.isabs(exe) or "/" not in exe:
+        # Found once, assumed there for the next runs of this worker (a few stat calls per
+        # start otherwise); one removed since fails to start, and is reported by name then.
+        _found.add((exe, search_path))
     return argv

@@ -350,10 +350,16 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
     if app.preprocess is not None:
         app.preprocess(ctx)
     rendered = app.render(**params)
-    env = {**os.environ, **app.env, config.env_name("TASK_ID"): str(task.id)}
+    from .launcher.workers.process import run_child, run_environment
+
+    own_env = {**app.env, config.env_name("TASK_ID"): str(task.id)}
     job_out = workdir / JOB_OUT
-    with open(job_out, "ab") as out:
-        argv = _argv(app, rendered, env, workdir, task.id)
+    # A plain command inherits the worker's environment with its own variables set there
+    # for the run (env=None: copying and encoding the whole environment for every start cost
+    # more than the rest of subprocess's work for /bin/true); an MPI launcher is given it.
+    with open(job_out, "ab") as out, run_environment({} if task.mpi else own_env):
+        env: dict[str, str] | None = {**os.environ, **own_env} if task.mpi else None
+        argv = _argv(app, rendered, env or os.environ, workdir, task.id)
         if task.mpi:
             # Started on every rank of its placement by the launcher's MPI launcher.
             from .launcher.mpi.run import command_argv
@@ -367,7 +373,6 @@ def _run_shell_task(app: ShellApp, params: dict[str, Any]) -> Any:
         if task.mpi:  # what was started, hosts and ranks included, for `show` and triage
             out.write(f"# balsam_futures: MPI command: {command}\n".encode(errors="replace"))
         out.flush()
-        from .launcher.workers.process import run_child
 
         try:
             # run_child: the command dies with its worker, and with the launcher.

@@ -268,6 +268,34 @@ def test_runner_layout_env_inputs_and_hooks(tmp_path, in_task):
     assert oct(workdir.stat().st_mode & 0o777) == "0o700"
 
 
+def test_a_run_leaves_the_worker_environment_as_it_was(in_task, monkeypatch):
+    # A plain command inherits the worker's environment, with its own variables set there
+    # for the run only: the next task run in this worker must not see them.
+    monkeypatch.setenv("COLOR", "blue")
+    monkeypatch.delenv("BALSAM_FUTURES_TASK_ID", raising=False)
+    in_task(7)
+    app = ShellApp("printenv COLOR BALSAM_FUTURES_TASK_ID", env={"COLOR": "red"})
+    assert _run_shell_task(app, {}).tail(2) == "red\n7"
+    assert os.environ["COLOR"] == "blue"
+    assert "BALSAM_FUTURES_TASK_ID" not in os.environ
+    with pytest.raises(ShellTaskError):
+        _run_shell_task(ShellApp("sh -c 'exit 3'", env={"COLOR": "red"}), {})
+    assert os.environ["COLOR"] == "blue"  # put back after a failed run too
+
+
+def test_a_program_found_once_and_removed_since_is_reported_by_name(tmp_path, in_task):
+    tool = tmp_path / "bin" / "mytool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho ran\n")
+    tool.chmod(0o755)
+    in_task(8)
+    app = ShellApp("mytool", env={"PATH": f"{tool.parent}:/usr/bin:/bin"})
+    assert _run_shell_task(app, {}).tail(1) == "ran"
+    tool.unlink()
+    with pytest.raises(ShellCommandNotFound, match="mytool"):
+        _run_shell_task(app, {})
+
+
 def test_runner_errors(tmp_path, in_task):
     in_task(3)
     with pytest.raises(ShellTaskError, match="exited with code 4") as info:
