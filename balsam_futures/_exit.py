@@ -12,6 +12,7 @@ Either way the unfinished tasks stay in the store, for a later ``attach()``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import weakref
 from typing import TYPE_CHECKING
@@ -33,6 +34,17 @@ INTERRUPT_STOP_TIMEOUT = 3.0
 live_executors: weakref.WeakSet[BalsamExecutor] = weakref.WeakSet()
 #: Set once the interpreter exits: executors take no new tasks from then on.
 global_shutdown = False
+
+
+def _forget_in_child() -> None:
+    """A process forked from an executor's (a ProcessPoolExecutor's or multiprocessing's
+    worker) does not own its executors: their threads did not come with the fork, and at
+    the child's exit python_exit shut them down there, closing its copy of the master's
+    store connection (a SQLite close that could hang the child, and with it its pool)."""
+    live_executors.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def python_exit() -> None:

@@ -84,6 +84,11 @@ RANDOM_SEED = 20_000  # the same durations for every peer, in every run
 SHELL_ARGV = ["/bin/true"]  # workload 5
 SHELL_WARMUP = 20  # untimed shell tasks before the timed ones
 PG_ROUNDTRIP_WARMUP = 20  # untimed round trips on PostgreSQL after the first task
+# No-op throughput once more, Balsam and PPE both started, in rounds that alternate between
+# them (B P, P B, ...): on a machine whose speed drifts within a run, the per-peer row
+# compares two moments a minute apart; these rounds compare neighbours, and give a spread.
+ALTERNATING_ROUNDS = 6
+ALTERNATING_WARMUP = 200  # untimed no-ops per peer before the rounds
 
 FULL_SIZES = {
     "throughput": 5_000,
@@ -758,6 +763,7 @@ class Runner:
         self.pg = None  # the throwaway PostgreSQL server (LocalPostgres) while it runs
         self.pg_tmp: str | None = None
         self.current: tuple[PeerResult, str] | None = None  # what is running, for give_up
+        self.alternating: dict[str, Any] | None = None  # see alternate_throughput
 
     # -- safety net -----------------------------------------------------------------------
 
@@ -932,6 +938,51 @@ class Runner:
             self.run_peer(r)
             if r.spec.key == "balsam" and r.status == "ok":
                 self.run_postgres(r)
+        if all(k in self.results and self.results[k].status == "ok" for k in ("balsam", "ppe")):
+            self.alternate_throughput()
+
+    def alternate_throughput(self) -> None:
+        """Workload 1 again, in ALTERNATING_ROUNDS rounds alternating between Balsam and PPE,
+        both started (Balsam first: its launcher is forked from a one-thread process, as in a
+        user's script).  Each round's ratio compares runs seconds apart."""
+        n = self.sizes["throughput"]
+        rec: dict[str, Any] = {"n": n, "rounds": [], "status": "ok"}
+        handles: dict[str, Handle] = {}
+        log(f"[alternating] no-op throughput, {ALTERNATING_ROUNDS} rounds of {n} ...")
+        try:
+            with self.watchdog.guard(self.limit, "alternating rounds: start-up", threads=False):
+                for key in ("balsam", "ppe"):
+                    h = handles[key] = self.results[key].spec.factory()
+                    wait_all([h.submit(self.wl.noop, i) for i in range(ALTERNATING_WARMUP)],
+                             now() + self.limit)
+            for k in range(ALTERNATING_ROUNDS):
+                rates = {}
+                for key in ("balsam", "ppe") if k % 2 == 0 else ("ppe", "balsam"):
+                    with self.watchdog.guard(self.limit + 15, f"{key} alternating round {k + 1}"):
+                        out = wl_throughput(handles[key], self.wl, n, now() + self.limit)
+                    if out.get("failed") or out.get("wrong_results"):
+                        raise RuntimeError(f"{key}: {out}")
+                    rates[key] = out["tasks_per_s"]
+                rec["rounds"].append(rates)
+        except WorkloadTimeout as e:
+            rec.update(status="timed out", detail=str(e.args[0]))
+        except Hung:
+            rec.update(status="timed out", detail="a call blocked past the time limit")
+        except Exception as e:
+            rec.update(status="error", detail=f"{type(e).__name__}: {e}")
+        finally:
+            for key, h in handles.items():
+                try:
+                    with self.watchdog.guard(self.limit, f"{key} shutdown (alternating)"):
+                        h.close(True, True)
+                except (Exception, Hung) as e:
+                    log(f"[alternating] {key} shutdown: {e!r}")
+        ratios = [r["balsam"] / r["ppe"] for r in rec["rounds"]]
+        if ratios:
+            rec.update(ratios=ratios, median_ratio=statistics.median(ratios))
+        self.alternating = rec
+        log(f"[alternating] {rec['status']}: Balsam/PPE per round "
+            + ", ".join(f"{x:.2f}" for x in ratios))
 
     # -- Balsam on PostgreSQL (round trip) --------------------------------------------------
 
@@ -1051,6 +1102,7 @@ class Runner:
                 "started": self.started,
                 "duration_s": time.time() - self.started,
                 "peers": {k: r.as_json() for k, r in self.results.items()},
+                "alternating_throughput": self.alternating,
                 "table": table_rows(self),
             }
             Path(self.args.json).write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -1364,6 +1416,7 @@ def render_report(runner: Runner) -> str:
                 f"{srv['synchronous_commit']}), up in {srv['startup_s']:.2f} s"
             )
     out += ["", render_table(runner), ""]
+    out += alternating_lines(runner)
     notes = []
     for r in runner.results.values():
         if r.restarts:
@@ -1442,6 +1495,29 @@ def render_report(runner: Runner) -> str:
     out.append("notes:")
     out += [f"  - {n}" for n in notes]
     return "\n".join(out)
+
+
+def alternating_lines(runner: Runner) -> list[str]:
+    """The alternating rounds of workload 1 (see ALTERNATING_ROUNDS), under the table."""
+    rec = runner.alternating
+    if rec is None:
+        return []
+    goal, floor = T_THROUGHPUT
+    if not rec.get("ratios"):
+        return [f"1, alternating rounds: {rec['status']} ({rec.get('detail', '')})", ""]
+    ratios = rec["ratios"]
+    med = rec["median_ratio"]
+    rounds = "; ".join(f"{r['balsam']:,.0f} / {r['ppe']:,.0f}" for r in rec["rounds"])
+    lines = [
+        f"1, again in {len(ratios)} rounds alternating Balsam and PPE (both started; "
+        f"{rec['n']:,} no-ops a round): Balsam/PPE median {med:.2f}x, "
+        f"min-max {min(ratios):.2f}-{max(ratios):.2f}x; "
+        f"target >={floor:g}x (goal >={goal:.1f}x): {goal_floor(med >= goal, med >= floor)}",
+        f"   tasks/s per round, Balsam / PPE: {rounds}"
+        + ("" if rec["status"] == "ok" else f" ({rec['status']}: {rec.get('detail', '')})"),
+        "",
+    ]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

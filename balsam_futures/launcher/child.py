@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,20 @@ class LauncherProcess:
         os.set_blocking(news_r, False)
         os.set_blocking(self._control_fd, False)
         self._control_open = True
+        _LIVE.add(self)
+
+    def _forget_pipes(self) -> None:
+        """In a process forked from the executor's: let go of this launcher's pipes (the
+        descriptors now read /dev/null, so nothing that closes them later hits another
+        file).  See _after_fork_in_child."""
+        self._control_open = False  # no lock: a thread holding it at the fork is gone
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fd in (self._control_fd, self.news_fd):
+                if fd >= 0:
+                    os.dup2(devnull, fd, inheritable=False)
+        finally:
+            os.close(devnull)
 
     def _fork(self, db_url: str, cfg: LauncherConfig, log_file: Path, news_w: int) -> None:
         control_r, control_w = os.pipe()
@@ -151,6 +166,23 @@ class LauncherProcess:
             self.proc.kill()
             code = self.proc.wait()
         return code
+
+
+#: The launchers this process started and has not closed yet.
+_LIVE: weakref.WeakSet[LauncherProcess] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A process forked from the executor's (a ProcessPoolExecutor's or multiprocessing's
+    worker, a user's os.fork) drops its copies of the launchers' pipes.  A copy of a control
+    pipe kept it open after the executor closed its end, so the launcher never saw its end:
+    shutdown() waited 30 s and then killed it (its workers reported the launcher gone), and
+    the death of the executor's process went unnoticed while the copy lived."""
+    for launcher in list(_LIVE):
+        launcher._forget_pipes()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def worker_python_path() -> str:
