@@ -119,6 +119,7 @@ class BalsamExecutor(_cf.Executor):
         mpi_launcher: str | None = None,
         cache: bool | str | None = None,
     ) -> None:
+        self._pid = os.getpid()  # the process that owns it (see _check_process)
         if max_workers is None:
             max_workers = os.cpu_count() or 1
         elif max_workers <= 0:
@@ -242,6 +243,15 @@ class BalsamExecutor(_cf.Executor):
 
     submit.__doc__ = _cf.Executor.submit.__doc__
 
+    def _check_process(self) -> None:
+        """Refuse a process forked from the one that created this executor (before taking
+        any lock: one held by another thread at the fork stays held in the copy)."""
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"this BalsamExecutor belongs to process {self._pid}; process {os.getpid()} "
+                "is a fork of it, without its threads or its launcher: create an executor "
+                "in this process (BalsamExecutor(), then attach() to reach the same tasks)")
+
     def _check_open(self) -> None:
         if self._broken is not None:
             # A fresh instance each time: re-raising one object grows its traceback.
@@ -253,6 +263,7 @@ class BalsamExecutor(_cf.Executor):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def _submit(self, options: TaskOptions, fn, args, kwargs) -> BalsamFuture:
+        self._check_process()
         with self._shutdown_lock:
             self._check_open()
         if isinstance(fn, ShellApp):  # stored as a Python task that runs the command
@@ -335,6 +346,7 @@ class BalsamExecutor(_cf.Executor):
                         cache_key=cache_key)
 
     def _store_specs(self, specs: list[TaskSpec]) -> list[BalsamFuture]:
+        self._check_process()
         with self._shutdown_lock:
             self._check_open()
             return self._submitter.put(specs)
@@ -364,6 +376,7 @@ class BalsamExecutor(_cf.Executor):
     def _map(self, options: TaskOptions, fn, iterables, timeout, chunksize) -> Iterator[Any]:
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        self._check_process()
         with self._shutdown_lock:
             self._check_open()
         end_time = None if timeout is None else timeout + time.monotonic()
@@ -403,6 +416,7 @@ class BalsamExecutor(_cf.Executor):
         """
         if (ids is None) == (tags is None):
             raise TypeError("attach() takes task ids or tags=, not both or neither")
+        self._check_process()
         with self._shutdown_lock:
             self._check_open()
         task_ids = sorted(set(ids)) if ids is not None else self._store.task_ids(tags)
@@ -443,6 +457,8 @@ class BalsamExecutor(_cf.Executor):
         _exit.interrupt(self)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked copy (see _check_process): the executor is its creator's to stop
         with self._shutdown_lock:
             self._shutdown = True
             if self._interrupted:

@@ -245,6 +245,40 @@ def test_a_process_forked_from_the_master_leaves_its_executor_alone_at_exit(tmp_
     assert out["worker_pid"] > 0  # report() ran a task after the child exited
 
 
+def test_a_forked_copy_cannot_submit_and_its_shutdown_stops_nothing(tmp_path):
+    # In a copy of the master the executor's threads and launcher are not there: a submit
+    # would wait forever.  It is refused, naming both processes; shutdown() leaves the
+    # master's executor running.
+    out = _run(tmp_path, """
+        import time
+        ex = BalsamExecutor(max_workers=1)
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                ex.submit(pid)
+                os.write(w, b"accepted")
+            except RuntimeError as exc:
+                os.write(w, str(exc).encode())
+            t0 = time.monotonic()
+            ex.shutdown()
+            os.write(w, f"|{time.monotonic() - t0:.3f}".encode())
+            os._exit(0)
+        os.close(w)
+        said = b""
+        while chunk := os.read(r, 4096):
+            said += chunk
+        os.waitpid(child, 0)
+        refusal, took = said.decode().rsplit("|", 1)
+        report(ex, refusal=refusal, took=float(took), child=child)
+        ex.shutdown()
+    """)
+    assert f"process {out['child']} is a fork of it" in out["refusal"], out["refusal"]
+    assert f"belongs to process {out['master_pid']}" in out["refusal"]
+    assert out["took"] < 1
+    assert out["worker_pid"] > 0  # report() ran a task in the master after the child's end
+
+
 def test_a_killed_master_stops_its_launcher_while_a_process_it_forked_lives(tmp_path):
     script = tmp_path / "master.py"
     script.write_text(_PRELUDE + textwrap.dedent("""
