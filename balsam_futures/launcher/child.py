@@ -72,12 +72,19 @@ class LauncherProcess:
         """In a process forked from the executor's: let go of this launcher's pipes (the
         descriptors now read /dev/null, so nothing that closes them later hits another
         file).  See _after_fork_in_child."""
-        self._control_open = False  # no lock: a thread holding it at the fork is gone
+        # Only descriptors still this launcher's: a number closed already may be another
+        # file's by now (a pipe, the next launcher's control pipe).  stop() and close_news()
+        # mark theirs closed before closing them.  No lock: a thread holding it at the fork
+        # did not come along.
+        fds = [fd for fd, still in ((self._control_fd, self._control_open),
+                                    (self.news_fd, self.news_fd >= 0)) if still]
+        self._control_open = False
+        if not fds:
+            return
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
-            for fd in (self._control_fd, self.news_fd):
-                if fd >= 0:
-                    os.dup2(devnull, fd, inheritable=False)
+            for fd in fds:
+                os.dup2(devnull, fd, inheritable=False)
         finally:
             os.close(devnull)
 
@@ -158,6 +165,7 @@ class LauncherProcess:
                         os.close(self._control_fd)
                 except OSError:
                     pass
+        _LIVE.discard(self)
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

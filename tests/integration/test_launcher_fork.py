@@ -245,6 +245,36 @@ def test_a_process_forked_from_the_master_leaves_its_executor_alone_at_exit(tmp_
     assert out["worker_pid"] > 0  # report() ran a task after the child exited
 
 
+def test_a_stopped_launchers_descriptor_numbers_are_left_to_their_new_files(tmp_path):
+    # After shutdown the launcher's pipe numbers are free, and the next pipe takes them.  A
+    # fork must not point them at /dev/null as if they were still the old launcher's: not in
+    # a plain child (its pipe read end-of-input at once), nor in the next executor's forked
+    # launcher (its control pipe became /dev/null, which epoll refuses: it died at start).
+    out = _run(tmp_path, """
+        ex = BalsamExecutor(max_workers=1)
+        ex.submit(pid).result(timeout=60)
+        old = ex._launcher  # kept alive, as a user's reference to the executor keeps it
+        numbers = {old._control_fd, old.news_fd}
+        ex.shutdown()
+        mine = []
+        while not numbers <= set(mine) and len(mine) < 64:
+            mine += os.pipe()  # new pipes, until they hold the old numbers
+        links = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in mine}
+        child = os.fork()
+        if child == 0:  # exits 3 if its copies of the pipes are still those pipes
+            same = all(os.readlink(f"/proc/self/fd/{fd}") == link for fd, link in links.items())
+            os._exit(3 if same else 9)
+        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+        for fd in mine:
+            os.close(fd)
+        with BalsamExecutor(max_workers=1) as again:
+            report(again, reused=sorted(numbers & set(mine)), code=code)
+    """)
+    assert len(out["reused"]) == 2  # the test's precondition: new pipes took the old numbers
+    assert out["code"] == 3
+    assert out["spawned_because"] is None and out["worker_pid"] > 0
+
+
 def test_a_forked_copy_cannot_submit_and_its_shutdown_stops_nothing(tmp_path):
     # In a copy of the master the executor's threads and launcher are not there: a submit
     # would wait forever.  It is refused, naming both processes; shutdown() leaves the
