@@ -243,10 +243,14 @@ class BalsamExecutor(_cf.Executor):
 
     submit.__doc__ = _cf.Executor.submit.__doc__
 
+    def _in_forked_copy(self) -> bool:
+        """Whether this process is a fork of the one that created the executor."""
+        return os.getpid() != self._pid
+
     def _check_process(self) -> None:
         """Refuse a process forked from the one that created this executor (before taking
         any lock: one held by another thread at the fork stays held in the copy)."""
-        if os.getpid() != self._pid:
+        if self._in_forked_copy():
             raise RuntimeError(
                 f"this BalsamExecutor belongs to process {self._pid}; process {os.getpid()} "
                 "is a fork of it, without its threads or its launcher: create an executor "
@@ -457,8 +461,8 @@ class BalsamExecutor(_cf.Executor):
         _exit.interrupt(self)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if os.getpid() != self._pid:
-            return  # a forked copy (see _check_process): the executor is its creator's to stop
+        if self._in_forked_copy():
+            return  # see _check_process: the executor is its creator's to stop
         with self._shutdown_lock:
             self._shutdown = True
             if self._interrupted:

@@ -295,7 +295,7 @@ class StoreLoop:
             # Trusted for EXHAUSTED_TRUST_S only: a PostgreSQL claim skips rows that another
             # launcher's claim holds locked, and those may be given back unannounced.
             self.exhausted_at = now if not (self.more or placer.turned_away) else None
-        elif outcomes and not exhausted or trip.released:
+        elif (outcomes and not exhausted) or trip.released:
             # Runs ended while there was no room to ask for more: the candidates skipped for
             # lack of room may fit now, whether or not the store announces anything new.
             self.more = True

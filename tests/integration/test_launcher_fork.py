@@ -7,6 +7,7 @@ Each case runs in a script of its own: whether a fork is safe depends on the who
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -162,14 +163,12 @@ def test_a_forked_launcher_runs_none_of_the_masters_exit_hooks(tmp_path):
     assert out["stdout"].count("EXIT HOOK") == 1
 
 
-def test_a_killed_master_stops_its_forked_launcher_and_workers(tmp_path):
+@contextlib.contextmanager
+def _master_to_kill(tmp_path, body: str):
+    """Start ``body`` as a master that reports (``report()``) and then waits; yields (its
+    process, the report) and kills it at the end whatever happened."""
     script = tmp_path / "master.py"
-    script.write_text(_PRELUDE + textwrap.dedent("""
-        import time
-        ex = BalsamExecutor(max_workers=1)
-        report(ex)
-        time.sleep(600)
-    """))
+    script.write_text(_PRELUDE + textwrap.dedent(body))
     from balsam_futures.launcher.child import worker_python_path
 
     proc = subprocess.Popen(
@@ -179,70 +178,34 @@ def test_a_killed_master_stops_its_forked_launcher_and_workers(tmp_path):
     try:
         line = proc.stdout.readline()
         assert line.startswith("REPORT "), line
-        out = json.loads(line[len("REPORT "):])
-        assert out["spawned_because"] is None
-        # Readable once each process has exited (they are not this test's children).
-        pidfds = [os.pidfd_open(out["launcher_pid"]), os.pidfd_open(out["worker_pid"])]
-        proc.kill()
-        proc.wait(timeout=30)
-        for fd in pidfds:
-            ready, _, _ = select.select([fd], [], [], 30)
-            os.close(fd)
-            assert ready, "the launcher or its worker outlived the master"
+        yield proc, json.loads(line[len("REPORT "):])
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-@pytest.mark.parametrize("start", ["auto", "spawn"])
-def test_a_process_forked_from_the_master_keeps_no_launcher_pipe_open(tmp_path, start):
-    # A ProcessPoolExecutor (fork) started beside the executor: its workers are copies of
-    # the master.  Had they kept the launcher's control pipe open, shutdown() would wait 30 s
-    # for a launcher that never saw the pipe close, then kill it.
-    out = _run(tmp_path, """
-        import concurrent.futures as cf, multiprocessing, time
-        ex = BalsamExecutor(max_workers=1)
-        pool = cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
-        assert pool.submit(pid).result(timeout=60) != os.getpid()
-        report_pid = ex._launcher.pid
-        held = [fd for fd in os.listdir(f"/proc/{next(iter(pool._processes))}/fd")
-                if os.readlink(f"/proc/{next(iter(pool._processes))}/fd/{fd}")
-                in {os.readlink(f"/proc/self/fd/{ex._launcher._control_fd}")}]
-        t0 = time.monotonic()
-        ex.shutdown()
-        took = time.monotonic() - t0
-        pool.shutdown()
-        print("REPORT " + json.dumps({"took": took, "held": held,
-                                      "code": ex._launcher.returncode()}), flush=True)
-    """, env={"BALSAM_FUTURES_LAUNCHER_START": start})
-    assert out["held"] == []  # the pool's worker holds no copy of the control pipe
-    assert out["took"] < 10, out
-    assert out["code"] == 0
-    assert "launcher is gone" not in out["stderr"]
+def _kill_and_see_exit(proc, pids: list[int], why: str) -> None:
+    """Kill the master ``proc``; each of ``pids`` must exit within 30 s (they are not this
+    test's children: pidfds are readable once they have)."""
+    pidfds = [os.pidfd_open(pid) for pid in pids]
+    proc.kill()
+    proc.wait(timeout=30)
+    for fd in pidfds:
+        ready, _, _ = select.select([fd], [], [], 30)
+        os.close(fd)
+        assert ready, why
 
 
-@pytest.mark.parametrize("start", ["auto", "spawn"])
-def test_a_process_forked_from_the_master_leaves_its_executor_alone_at_exit(tmp_path, start):
-    # A forked child's exit runs the interpreter's exit hooks: the executor's must not shut
-    # down, in the child, the master's executor (stopping, and after 30 s killing, its
-    # launcher; closing the child's copy of the store connection, which could hang it).
-    out = _run(tmp_path, """
-        import multiprocessing, time
+def test_a_killed_master_stops_its_forked_launcher_and_workers(tmp_path):
+    with _master_to_kill(tmp_path, """
+        import time
         ex = BalsamExecutor(max_workers=1)
-        ex.submit(pid).result(timeout=60)
-        child = multiprocessing.get_context("fork").Process(target=pid)
-        t0 = time.monotonic()
-        child.start()
-        child.join(60)
-        took = time.monotonic() - t0
-        report(ex, took=took, child_code=child.exitcode,
-               launcher_alive=ex._launcher.alive())
-        ex.shutdown()
-    """, env={"BALSAM_FUTURES_LAUNCHER_START": start})
-    assert out["child_code"] == 0
-    assert out["took"] < 10, out
-    assert out["launcher_alive"]
-    assert out["worker_pid"] > 0  # report() ran a task after the child exited
+        report(ex)
+        time.sleep(600)
+    """) as (proc, out):
+        assert out["spawned_because"] is None
+        _kill_and_see_exit(proc, [out["launcher_pid"], out["worker_pid"]],
+                           "the launcher or its worker outlived the master")
 
 
 def test_a_stopped_launchers_descriptor_numbers_are_left_to_their_new_files(tmp_path):
@@ -310,38 +273,23 @@ def test_a_forked_copy_cannot_submit_and_its_shutdown_stops_nothing(tmp_path):
 
 
 def test_a_killed_master_stops_its_launcher_while_a_process_it_forked_lives(tmp_path):
-    script = tmp_path / "master.py"
-    script.write_text(_PRELUDE + textwrap.dedent("""
-        import time
-        ex = BalsamExecutor(max_workers=1)
-        child = os.fork()
-        if child == 0:  # a copy of the master that outlives it
-            time.sleep(120)
-            os._exit(0)
-        report(ex, forked=child)
-        time.sleep(600)
-    """))
-    from balsam_futures.launcher.child import worker_python_path
-
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": worker_python_path(),
-             "BALSAM_FUTURES_SITE": str(tmp_path / "site")})
     forked = None
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("REPORT "), line
-        out = json.loads(line[len("REPORT "):])
-        forked = out["forked"]
-        pidfd = os.pidfd_open(out["launcher_pid"])
-        proc.kill()
-        proc.wait(timeout=30)
-        ready, _, _ = select.select([pidfd], [], [], 30)
-        os.close(pidfd)
-        assert ready, "the launcher outlived the master while a copy of the master lived"
+        with _master_to_kill(tmp_path, """
+            import time
+            ex = BalsamExecutor(max_workers=1)
+            child = os.fork()
+            if child == 0:  # a copy of the master that outlives it
+                time.sleep(120)
+                os._exit(0)
+            report(ex, forked=child)
+            time.sleep(600)
+        """) as (proc, out):
+            forked = out["forked"]
+            _kill_and_see_exit(proc, [out["launcher_pid"]],
+                               "the launcher outlived the master while a copy of the master "
+                               "lived")
     finally:
-        if proc.poll() is None:
-            proc.kill()
         if forked is not None:
             try:
                 os.kill(forked, 9)
