@@ -109,9 +109,11 @@ def _claimable_reasons(task: Mapping[str, Any], launchers: list[Mapping[str, Any
         return [f"its expected run time ({expected:.0f} s) does not fit any live launcher's "
                 f"remaining wall time (at most {max(left):.0f} s left)"]
     how = f"expected {expected:.0f} s" if expected > 0 else "run time unknown (claimed last)"
+    how = f"{task['num_nodes']} node(s), {how}"
     if ahead:
+        # Width comes between the two (wider runs first, ix_bf_tasks_order).
         return [f"{ahead} task(s) ahead of it by priority and expected length (priority "
-                f"{task['priority']}, {how})"]
+                f"{task['priority']}, {how}; wider runs first)"]
     return [f"it is next in claim order (priority {task['priority']}, {how}); a launcher "
             "with room will claim it on its next round trip"]
 

@@ -38,6 +38,8 @@ from .estimates import claim_order_key
 PAGE_SIZE = 1000
 EVENTS_CHANNEL = "bf_events"
 TASKS_CHANNEL = "bf_tasks"
+#: Where a claimed row holds the task's nodes (the claim order's second key).
+_NUM_NODES = [c.name for c in q.CLAIM_COLUMNS].index("num_nodes")
 
 
 class PostgresStore(SqlStore):
@@ -156,9 +158,10 @@ class PostgresStore(SqlStore):
         if offer.max_wall_s is not None:
             values["max_wall"] = offer.max_wall_s
         rows = self._exec(cur, "pg_claim", values, *offer.statement_key()).fetchall()
-        # RETURNING gives no order: restore claim order (priority, longest expected first
-        # unless the starvation guard asked for submission order, then id).
-        rows.sort(key=lambda r: claim_order_key(r[-2], r[-1], r[0], offer.by_submission))
+        # RETURNING gives no order: restore claim order (priority, widest, then longest
+        # expected first unless the starvation guard asked for submission order, then id).
+        rows.sort(key=lambda r: claim_order_key(r[-2], r[_NUM_NODES], r[-1], r[0],
+                                                offer.by_submission))
         rows = [r[:-2] for r in rows]
         if offer.fit is None or not rows:
             return rows

@@ -113,12 +113,14 @@ Index(
     sqlite_where=_claimable,
     postgresql_where=_claimable,
 )
-# Version 4: claim order.  Within a priority, longest expected run first, unknown last, then
-# submission order; the same partial index keeps a claim reading its first N entries.  The
-# index above stays: the starvation guard reads the oldest claimable task from it.
+# Claim order (version 4, widest first since version 6).  Within a priority, the most nodes
+# first, then longest expected run first, unknown last, then submission order; the same
+# partial index keeps a claim reading its first N entries.  The index above stays: the
+# starvation guard reads the oldest claimable task from it.
 Index(
     "ix_bf_tasks_order",
     tasks.c.priority.desc(),
+    tasks.c.num_nodes.desc(),
     tasks.c.expected_s.desc(),
     tasks.c.id,
     sqlite_where=_claimable,

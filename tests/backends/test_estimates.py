@@ -1,6 +1,7 @@
 """Run-time estimates and the claim order that uses them, on every backend: estimates learned
-from finished runs, longest expected first within a priority (unknown last, then submission
-order), the starvation guard, wall-time-aware claims, and the upgrade to schema version 4."""
+from finished runs, the claim order (within a priority the widest runs first, then longest
+expected first, unknown last, then submission order), the starvation guard, wall-time-aware
+claims, and the upgrades to schema versions 4 and 6."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from clocks import FakeClock
 from sqlalchemy import text
 
 from balsam_futures.backends import ClaimOffer, LauncherInfo, SqlStore, TaskOutcome, open_store
-from balsam_futures.backends.estimates import moved, quantile, updated_window
+from balsam_futures.backends.estimates import (
+    claim_order_key,
+    moved,
+    quantile,
+    updated_window,
+)
 from balsam_futures.backends.migrations import SCHEMA_VERSION
-from balsam_futures.tasks import TaskOptions, TaskSpec, TaskState, outcome_path
+from balsam_futures.tasks import Resources, TaskOptions, TaskSpec, TaskState, outcome_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,6 +108,20 @@ def test_longest_expected_first_within_a_priority_unknown_last(store):
     assert claim_order(store, lid, 6) == [urgent, long_, timed, short, unknown1, unknown2]
 
 
+def test_widest_first_within_a_priority_then_longest_expected(store):
+    lid = launcher(store)
+    wide = Resources(num_nodes=4)
+    ids = store.create_tasks([
+        spec("narrow", timeout=100.0), spec("wide short", timeout=5.0, resources=wide),
+        spec("two unknown", resources=Resources(num_nodes=2)),
+        spec("wide long", timeout=50.0, resources=wide), spec("urgent", priority=5)])
+    narrow, wide_short, two_unknown, wide_long, urgent = ids
+    assert claim_order(store, lid, 5) == [urgent, wide_long, wide_short, two_unknown, narrow]
+    assert claim_order_key(0, 4, 5.0, 2) < claim_order_key(0, 1, 100.0, 1)
+    assert claim_order_key(0, 4, 5.0, 2, by_submission=True) > claim_order_key(
+        0, 1, 100.0, 1, by_submission=True)
+
+
 def test_estimate_that_moves_refreshes_waiting_tasks(store):
     lid = launcher(store)
     run_all(store, lid, [("grow", 2.0)])
@@ -170,7 +190,35 @@ def test_claim_reads_the_order_index(store):
     assert "ix_bf_tasks_order" in plan and "TEMP B-TREE" not in plan, plan
 
 
-# -- schema version 4 ------------------------------------------------------------------------
+# -- schema versions 4 and 6 -----------------------------------------------------------------
+
+
+def test_version_5_store_upgrades_to_the_widest_first_order(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = open_store(url)
+    store.close()
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "old.db")
+    con.execute("DROP INDEX ix_bf_tasks_order")
+    # Version 5's index: no width.
+    con.execute("CREATE INDEX ix_bf_tasks_order ON bf_tasks (priority DESC, expected_s DESC, "
+                "id) WHERE state IN ('READY', 'RESTART_READY')")
+    con.execute("UPDATE bf_meta SET value = '5' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    upgraded = open_store(url, upgrade=True)
+    assert upgraded.schema_version == SCHEMA_VERSION
+    with upgraded.engine.connect() as conn:
+        sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = "
+                                "'ix_bf_tasks_order'")).scalar()
+    assert "num_nodes DESC" in sql, sql
+    lid = launcher(upgraded)
+    narrow, wide = upgraded.create_tasks([spec("n", timeout=9.0),
+                                          spec("w", resources=Resources(num_nodes=2))])
+    assert claim_order(upgraded, lid, 2) == [wide, narrow]
+    upgraded.close()
+
 
 
 def test_version_3_store_upgrades_keeping_timeouts_as_expected_run_times(tmp_path):

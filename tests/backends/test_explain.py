@@ -80,6 +80,16 @@ def test_tasks_ahead_by_priority_and_expected_length(clocked):
     assert why(clocked, tid).startswith("2 task(s) ahead of it by priority and expected length")
 
 
+def test_wider_runs_count_ahead_of_longer_narrower_ones(clocked):
+    launcher(clocked, nodes=4)
+    wide, narrow = clocked.create_tasks([
+        spec("wide", timeout=5.0, resources=Resources(num_nodes=4)), spec("narrow",
+                                                                        timeout=500.0)])
+    reason = why(clocked, narrow)
+    assert reason.startswith("1 task(s) ahead of it") and "1 node(s)" in reason, reason
+    assert why(clocked, wide).startswith("it is next in claim order (priority 0, 4 node(s)")
+
+
 def test_claimed_by_a_launcher_and_about_to_start(clocked):
     lid = launcher(clocked)
     (tid,) = clocked.create_tasks([spec()])

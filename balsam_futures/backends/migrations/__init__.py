@@ -18,6 +18,7 @@ from . import (
     m0003_claimed_and_leases,
     m0004_run_time_estimates,
     m0005_cache_and_staging,
+    m0006_widest_first,
 )
 
 STEPS: list[tuple[str, Callable[[Connection], None]]] = [
@@ -26,9 +27,12 @@ STEPS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0003_claimed_and_leases", m0003_claimed_and_leases.apply),
     ("0004_run_time_estimates", m0004_run_time_estimates.apply),
     ("0005_cache_and_staging", m0005_cache_and_staging.apply),
+    ("0006_widest_first", m0006_widest_first.apply),
 ]
 
 SCHEMA_VERSION = len(STEPS)
 """Version 4: run-time estimates per kind of task (bf_kinds), each task's estimate label and
 expected run time (bf_tasks.label, expected_s), the index of claimable tasks in claim order
-(longest expected first within a priority), and bf_meta 'estimated_through'."""
+(longest expected first within a priority), and bf_meta 'estimated_through'.  Version 5:
+memoization and data staging.  Version 6: the claim order puts the widest runs first within a
+priority (``ix_bf_tasks_order`` rebuilt)."""

@@ -152,16 +152,18 @@ def select_explained_task():
 
 
 def count_ahead():
-    """How many claimable tasks come before one of priority :priority, expected run time
-    :expected and id :id in claim order (read from ix_bf_tasks_order)."""
+    """How many claimable tasks come before one of priority :priority, :nodes nodes,
+    expected run time :expected and id :id in claim order (read from ix_bf_tasks_order)."""
     from sqlalchemy import and_, or_
 
-    p, e = tasks.c.priority, tasks.c.expected_s
+    p, n, e = tasks.c.priority, tasks.c.num_nodes, tasks.c.expected_s
     return select(func.count()).where(in_states(CLAIMABLE), or_(
         p > bound("priority"),
         and_(p == bound("priority"), or_(
-            e > bound("expected"),
-            and_(e == bound("expected"), tasks.c.id < bound("id"))))))
+            n > bound("nodes"),
+            and_(n == bound("nodes"), or_(
+                e > bound("expected"),
+                and_(e == bound("expected"), tasks.c.id < bound("id"))))))))
 
 
 def select_live_launchers():

@@ -160,9 +160,9 @@ def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = 
                      by_submission: bool = False) -> Select:
     """The first :limit claimable tasks in claim order that fit ``max_nodes`` nodes,
     ``max_gpus`` GPUs per node, carry ``tags``, and (``wall_limited``) are not expected to
-    run longer than :max_wall seconds (unknown: expected 0).  Claim order: priority, then
-    longest expected run first (ix_bf_tasks_order), then submission; ``by_submission`` (the
-    starvation guard): priority, then submission (ix_bf_tasks_claim)."""
+    run longer than :max_wall seconds (unknown: expected 0).  Claim order: priority, then the
+    most nodes, then longest expected run first (ix_bf_tasks_order), then submission;
+    ``by_submission`` (the starvation guard): priority, then submission (ix_bf_tasks_claim)."""
     # SKIP LOCKED (PostgreSQL): concurrent claimers pass over each other's rows instead of
     # queueing behind them; SQLite has one writer and ignores it.
     stmt = select(*CLAIM_COLUMNS).where(in_states(CLAIMABLE)).with_for_update(skip_locked=True)
@@ -175,8 +175,8 @@ def select_claimable(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = 
     stmt = tagged(stmt, tags)
     if by_submission:
         return stmt.order_by(tasks.c.priority.desc(), tasks.c.id).limit(bound("limit"))
-    return stmt.order_by(tasks.c.priority.desc(), tasks.c.expected_s.desc(),
-                         tasks.c.id).limit(bound("limit"))
+    return stmt.order_by(tasks.c.priority.desc(), tasks.c.num_nodes.desc(),
+                         tasks.c.expected_s.desc(), tasks.c.id).limit(bound("limit"))
 
 
 def pg_claim(max_nodes: int | None, tags: tuple[tuple[str, str], ...] = (),
