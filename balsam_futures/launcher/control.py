@@ -80,9 +80,10 @@ CLAIM_LOOKAHEAD = 32
 #: The start of a short run (one of a kind the worker pool saw end quickly, workers/pool.py)
 #: is written at most this late: a run that ends sooner has its start written with its
 #: outcome, in one transaction.  Longer delays RUNNING (and a cancel's discovery that the run
-#: had begun); shorter costs short tasks a round trip each.  Other starts are written at once:
-#: held back, a long run could be cancelled as "not started" while it ran (it was then
-#: killed), which ProcessPoolExecutor never does to a running call.
+#: had begun); shorter costs short tasks a round trip each.  Other runs in the warm workers
+#: wait for their start to be written before they begin (handoff.py): else a long run could
+#: be cancelled as "not started" while it ran (it was then killed), which
+#: ProcessPoolExecutor never does to a running call.
 START_RECORD_DELAY_S = 0.05
 #: How long a claim that found nothing more to take is believed without news: outcomes
 #: written meanwhile claim nothing (see StoreLoop.round_trip).  A bound on how late a task
@@ -278,11 +279,7 @@ class StoreLoop:
                                    asked=self.failing_since)
         if started or outcomes:
             pilot.tell_executor()
-        if trip.lost:
-            # Cancelled or requeued before their start was recorded: stop those runs.
-            log.info("task(s) %s were cancelled or requeued before they started here; "
-                     "stopping their runs", trip.lost)
-            self.handoff.kill(trip.lost)
+        self.refused_starts(started, trip.lost)
         now = self.clock()
         self.heartbeats.last = now  # the round trip renewed the lease
         pilot.finished += len(outcomes)
@@ -304,6 +301,15 @@ class StoreLoop:
             self.handoff.dispatcher_waker.set()
         if outcomes or trip.claimed:
             self.last_activity = now
+
+    def refused_starts(self, started: list[int], lost: list[int]) -> None:
+        """Starts written, ``lost`` refused: held runs go or are dropped unrun (Handoff);
+        runs already going whose tasks were cancelled or requeued meanwhile are stopped."""
+        going = self.handoff.recorded(started, lost) if started else list(lost)
+        if going:
+            log.info("task(s) %s were cancelled or requeued before they started here; "
+                     "stopping their runs", going)
+            self.handoff.kill(going)
 
     def poll_kills(self, now: float, news: bool) -> None:
         """Look for kill requests of the runs this launcher holds: on news (not more often
@@ -349,7 +355,8 @@ class StoreLoop:
         outcome the store refuses becomes its task's failure, with the database's words."""
         store, lid = self.store, self.lid
         ended = {o.task_id for o in outcomes}
-        store.exchange(lid, [i for i in started if i not in ended], [], 0)
+        alone = [i for i in started if i not in ended]
+        self.refused_starts(alone, store.exchange(lid, alone, [], 0).lost)
         for o in outcomes:
             own = [o.task_id] if o.task_id in started else []
             try:

@@ -50,6 +50,10 @@ class Dispatcher:
         while pilot.stop_reason is None:
             if handoff.has_kills():
                 self.kill()
+            if handoff.has_recorded() or self.placer.has_cleared():
+                # Held runs whose start is recorded go to their workers now.
+                go, drop = handoff.take_recorded()
+                self.placer.start_recorded(pool, go, drop)
             if pilot.signalled is not None:
                 self.stop_runs(f"stopped: the launcher received {pilot.signalled}",
                                pilot.signalled)
@@ -58,12 +62,7 @@ class Dispatcher:
                 self.stop_runs("stopped at the end of the launcher's wall time",
                                f"wall time of {pilot.cfg.wall_time_min:g} min over")
                 break
-            if self.placer.backlog and (pool.capacity() or (agents and agents.capacity())
-                                        or self.prefetch_room()):
-                started, failed = self.placer.place_backlog(pool, agents, pilot.launcher_id)
-                # Handed over before any outcome of these runs can be collected; also wakes
-                # the store thread: there is room in the backlog to claim more.
-                handoff.put(started, failed, urgent=self.placer.urgent_starts)
+            self.place()
             self.publish()  # before sleeping
             timeout = None if pilot.deadline is None else \
                 max(0.0, pilot.deadline - time.monotonic())
@@ -77,13 +76,9 @@ class Dispatcher:
             if outcomes or handback:
                 began = self.placer.ended(outcomes, handback, begun)
             if outcomes:
-                # The freed workers are counted before the store thread hears of their
-                # outcomes: else it sizes its next claim by a stale count, asks for nothing,
-                # and (PostgreSQL announces only new tasks) might not look again.
-                self.publish()
-                # Queued runs that began as these ended (workers/pool.py): their starts
-                # go first, in the same hand-over.
-                handoff.put(began, outcomes)
+                # What the ended runs freed is filled now, so that the starts held for their
+                # record share the round trip of these outcomes (one wait, not two).
+                self.place(began, outcomes)
             if handoff.dispatcher_waker.fileno() in ready:
                 handoff.dispatcher_waker.clear()
             if pilot.control_fd in ready:
@@ -91,6 +86,30 @@ class Dispatcher:
                     pilot.request_stop("the executor that started it exited")
                 else:  # the executor stored tasks: the store thread looks now
                     handoff.store_waker.set()
+
+    def place(self, began: list[int] | tuple = (), outcomes: list | tuple = ()) -> None:
+        """Start what fits from the backlog, and hand over in one go the runs that began
+        (``began``: queued runs that began as others ended, first), those started or held
+        now, and ``outcomes``."""
+        pool, agents, placer = self.pool, self.agents, self.placer
+        started, failed, held, urgent = [], [], [], False
+        tried = bool(placer.backlog) and (pool.capacity() > placer.held()
+                                          or (agents and agents.capacity())
+                                          or self.prefetch_room())
+        if tried:
+            started, failed = placer.place_backlog(pool, agents, self.pilot.launcher_id)
+            held, urgent = placer.held_now, placer.urgent_starts
+        if not (tried or outcomes):
+            return
+        if outcomes:
+            # The freed workers are counted before the store thread hears of their
+            # outcomes: else it sizes its next claim by a stale count, asks for nothing,
+            # and (PostgreSQL announces only new tasks) might not look again.
+            self.publish()
+        # Starts are handed over before any outcome of their runs can be collected; this
+        # also wakes the store thread: there is room in the backlog to claim more.
+        self.handoff.put([*began, *started], [*outcomes, *failed], urgent=urgent,
+                         awaiting=held)
 
     def prefetch_room(self) -> bool:
         """A busy worker may take short work behind its run (workers/pool.py)."""
@@ -100,8 +119,9 @@ class Dispatcher:
     def publish(self) -> None:
         """How many runs are going and whether all is idle, for the store thread's claim
         size and idle time-out."""
-        running = self.pool.running()
-        idle = self.pool.idle() and not self.placer.backlog
+        held = self.placer.held()  # placed, waiting for their start to be recorded
+        running = self.pool.running() + held
+        idle = self.pool.idle() and not self.placer.backlog and not held
         if self.agents is not None:
             running += self.agents.running()
             idle = idle and self.agents.idle()
@@ -123,8 +143,8 @@ class Dispatcher:
         self.pilot.request_stop(stop_reason)
 
     def kill(self) -> None:
-        """Kill the runs the store thread named; a claimed task not handed to a worker yet is
-        killed before it starts."""
+        """Kill the runs the store thread named; a claimed task not handed to a worker yet
+        (in the backlog, or held for its start to be recorded) is killed before it starts."""
         kills = self.handoff.take_kills()
         outcomes = self.pool.kill(kills)
         if self.agents is not None:

@@ -2,6 +2,12 @@
 
     dispatcher ──started ids, outcomes──>  Handoff  ──take()──>  store thread
     dispatcher <──kill requests, wake-ups──         <──kills──   store thread
+    dispatcher <──starts recorded (go/drop)──       <──recorded── store thread
+
+A run not known to be short waits for its start to be recorded (CLAIMED→RUNNING committed)
+before its worker gets it: until then a cancel may still take the task, and once the worker
+has it the store says RUNNING, so ``cancel()`` never reports "not started" for a run that
+had begun (ProcessPoolExecutor's futures are running from the moment a worker may take them).
 
 The dispatcher also publishes, for the store thread's claim size and idle time-out, how many
 runs are going and whether it is idle: plain attributes, written by the dispatcher alone and
@@ -27,6 +33,11 @@ class Handoff:
         #: start is written at once (control.START_RECORD_DELAY_S).  The store thread's own.
         self.urgent = False
         self._kills: set[int] = set()
+        #: Placed runs whose worker waits for their start to be recorded, and those recorded
+        #: (go) or refused by the store (drop: cancelled or requeued meanwhile).
+        self._awaiting: set[int] = set()
+        self._go: list[int] = []
+        self._drop: list[int] = []
         #: Set to wake the dispatcher (claimed tasks, kills) and the store thread (outcomes,
         #: room in the backlog); each sleeps on its own.
         self.dispatcher_waker = Waker()
@@ -38,14 +49,19 @@ class Handoff:
     # -- dispatcher -> store thread ----------------------------------------------------------
 
     def put(self, started: Iterable[int] = (), outcomes: Iterable[TaskOutcome] = (),
-            urgent: bool = False) -> None:
+            urgent: bool = False, awaiting: Iterable[int] = ()) -> None:
         """Runs that started and runs that ended, for the next round trip; a run's start is
         handed over before its outcome can be, so the store never sees them out of order.
-        ``urgent``: a run among ``started`` is not known to be short (see ``urgent``)."""
+        ``urgent``: a run among ``started`` is not known to be short (see ``urgent``).
+        ``awaiting``: runs placed but held until their start is recorded (urgent too); the
+        dispatcher learns the answer from ``take_recorded``."""
+        awaiting = list(awaiting)
         with self._lock:
             self._started.extend(started)
+            self._started.extend(awaiting)
+            self._awaiting.update(awaiting)
             self._outcomes.extend(outcomes)
-            self._urgent = self._urgent or urgent
+            self._urgent = self._urgent or urgent or bool(awaiting)
         self.store_waker.set()
 
     def take(self) -> tuple[list[int], list[TaskOutcome]]:
@@ -69,6 +85,33 @@ class Handoff:
             return len(self._outcomes)
 
     # -- store thread -> dispatcher ----------------------------------------------------------
+
+    def recorded(self, started: Iterable[int], lost: Iterable[int]) -> list[int]:
+        """The store wrote the starts ``started``, except ``lost`` (the tasks were cancelled
+        or requeued meanwhile).  Held runs among them may go, or are dropped unrun; returns
+        the lost ones that were not held (their runs have begun: the caller kills them)."""
+        lost = set(lost)
+        with self._lock:
+            held = self._awaiting.intersection(started)
+            if not held:
+                return sorted(lost)
+            self._awaiting -= held
+            self._go += sorted(held - lost)
+            self._drop += sorted(held & lost)
+        self.dispatcher_waker.set()
+        return sorted(lost - held)
+
+    def take_recorded(self) -> tuple[list[int], list[int]]:
+        """Held runs whose start was recorded since the last call (go), and those the store
+        refused (drop)."""
+        with self._lock:
+            go, self._go = self._go, []
+            drop, self._drop = self._drop, []
+        return go, drop
+
+    def has_recorded(self) -> bool:
+        # Unlocked, as has_kills.
+        return bool(self._go or self._drop)
 
     def kill(self, task_ids: Iterable[int]) -> None:
         """Ask the dispatcher to stop these runs (kill requests, or starts the store

@@ -10,10 +10,12 @@ Two threads so that neither waits for the other: the dispatcher hands the next c
 to a worker the moment it answers, while the store thread writes outcomes and claims the
 next tasks in one transaction (SQLite and psycopg2 release the GIL while they work).  Claimed
 tasks are CLAIMED in the store until the dispatcher starts them; the store thread writes the
-starts (CLAIMED→RUNNING) in its next transaction, with the outcomes and the claim.  A start the
-store refuses (the task was cancelled or requeued meanwhile) comes back as "lost", and that
-run is killed.  The backlog is small (BACKLOG_SECONDS of work): claimed tasks are held away
-from other launchers.  Only the store thread talks to the store (and the transfer thread,
+starts (CLAIMED→RUNNING) in its next transaction, with the outcomes and the claim.  A run
+not known to be short reaches its worker only after that commit (handoff.py); a start the
+store refuses (the task was cancelled or requeued meanwhile) comes back as "lost": such a
+held run is dropped unstarted, and one already going (a short run, an agent's) is killed.
+The backlog is small (BACKLOG_SECONDS of work): claimed tasks are held away from other
+launchers.  Only the store thread talks to the store (and the transfer thread,
 stager.py, for staging states only).
 
 Fencing: each round trip renews the launcher's own lease.  If the store finds the lease

@@ -60,6 +60,12 @@ class Placer:
         #: thread clears it before each claim.
         self.turned_away = False
         self.urgent_starts = False  # see place_backlog
+        #: Runs placed whose start must be recorded before their worker gets them
+        #: (handoff.py): task id -> (task, its context, its GPUs); ``held_now``: those the
+        #: last place_backlog added, for the dispatcher to hand over.
+        self._held: dict[int, tuple[ClaimedTask, dict[str, Any], tuple[str, ...] | None]] = {}
+        self._cleared: deque[int] = deque()  # recorded, not yet sent (no worker was free)
+        self.held_now: list[int] = []
 
     # -- store thread ------------------------------------------------------------------------
 
@@ -160,17 +166,23 @@ class Placer:
         """Start what fits, in claim order; a task that does not fit yet stays, and the ones
         behind it may go first (backfill).  Returns the ids started, and the outcomes of the
         tasks that cannot run at all."""
-        started = []
+        started, taken = [], []
         # Whether a run placed now is not known to be short: its start is written at once
         # (control.START_RECORD_DELAY_S).  The head's warm workers learn run times (for the
         # agents' runs too, of kinds they also ran); a pool that does not, none is short.
+        # In a pool that can hold them (the warm workers), such runs wait for their start to
+        # be recorded before a worker gets them (handoff.py); agents' and simulated runs
+        # start at once, and their start is written right after.
         self.urgent_starts = False
+        self.held_now = []
         short = getattr(pool, "short", None)
-        room = pool.capacity() + (agents.capacity() if agents else 0)
+        hold = getattr(pool, "holds_starts", False)
+        room = pool.capacity() + (agents.capacity() if agents else 0) - len(self._held)
         with self.lock:
             for task in self.backlog:
                 if task.id in self._bad:
                     started.append(task)  # out of the backlog; failed below
+                    taken.append(task)
                     continue
                 if room <= 0:
                     break
@@ -178,6 +190,13 @@ class Placer:
                 if placement is None:
                     continue
                 extra, pin, agent = self.plan(task, placement, pool.has_gpus, agents)
+                if agent is None and hold and not short(task):
+                    self._held[task.id] = (task, extra, pin)
+                    self._placed[task.id] = (placement, time.time())
+                    self.held_now.append(task.id)
+                    taken.append(task)
+                    room -= 1
+                    continue
                 if agent is not None:
                     sent = agents.dispatch(task, extra, pin, agent)
                 else:
@@ -189,15 +208,49 @@ class Placer:
                     continue  # the other pool may still take the tasks behind it
                 self._placed[task.id] = (placement, time.time())
                 started.append(task)
+                taken.append(task)
                 room -= 1
                 if short is None or not short(task):
                     self.urgent_starts = True
             failed = [self._fail_bad(t, launcher_id) for t in started if t.id in self._bad]
-            self._drop_from_backlog(started)
+            self._drop_from_backlog(taken)
             if room <= 0 and self.backlog and getattr(pool, "prefetch_room", None) \
                     and pool.prefetch_room():
                 self._prefetch(pool)
         return [t.id for t in started], failed
+
+    def held(self) -> int:
+        """Runs placed and waiting for their start to be recorded, or for a worker."""
+        return len(self._held)
+
+    def start_recorded(self, pool: Any, go: Sequence[int] = (), drop: Sequence[int] = ()
+                       ) -> None:
+        """Send the held runs whose start the store recorded to their workers; release the
+        placements of those it refused (cancelled or requeued meanwhile: never run here).
+        Ids no longer held (killed meanwhile) are passed over."""
+        with self.lock:
+            for task_id in drop:
+                if self._held.pop(task_id, None) is not None:
+                    placed = self._placed.pop(task_id, None)
+                    if placed is not None:
+                        self.nodes.release(placed[0])
+                    log.info("task %d was cancelled or requeued before it started here; "
+                             "not run", task_id)
+            self._cleared.extend(i for i in go if i in self._held)
+            while self._cleared:
+                task_id = self._cleared[0]
+                if task_id not in self._held:
+                    self._cleared.popleft()
+                    continue
+                task, extra, pin = self._held[task_id]
+                if not pool.dispatch(task, extra, pin):
+                    break  # no worker free yet (one is being replaced): next pass
+                self._cleared.popleft()
+                del self._held[task_id]
+                self._placed[task_id] = (self._placed[task_id][0], time.time())
+
+    def has_cleared(self) -> bool:
+        return bool(self._cleared)
 
     def _prefetch(self, pool: Any) -> None:
         """Queue short tasks behind the short runs of busy workers (workers/pool.py): each
@@ -276,11 +329,17 @@ class Placer:
         return [task.id for _, task in begun]
 
     def take_doomed(self, kills: set[int]) -> list[ClaimedTask]:
-        """Remove from the backlog the tasks to kill that have not started."""
+        """Remove from the backlog, and from the runs held for their start to be recorded,
+        the tasks to kill that have not started."""
         with self.lock:
             doomed = [t for t in self.backlog if t.id in kills]
             for task in doomed:
                 self.backlog.remove(task)
+            for task_id in kills & self._held.keys():
+                doomed.append(self._held.pop(task_id)[0])
+                placed = self._placed.pop(task_id, None)
+                if placed is not None:
+                    self.nodes.release(placed[0])
         return doomed
 
 

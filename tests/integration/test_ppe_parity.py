@@ -334,6 +334,38 @@ def test_balsam_claimed_tasks_are_cancelled_too(new_executor):
     assert all(f.cancelled() for f in futures)
 
 
+@balsam_only
+def test_balsam_a_run_that_began_is_running_in_the_store(new_executor, tmp_path):
+    """A run not known to be short reaches its worker only after its start is committed:
+    the moment it has begun, the store says RUNNING and cancel() says False, as a
+    ProcessPoolExecutor's running call does (a cancel in between once returned True and the
+    launcher then killed the run).  The test holds the store's write lock from the task's
+    claim on, so that a start written after the run began would be seen."""
+    import sqlite3
+
+    ex = new_executor(max_workers=1)
+    db = ex.store.engine.url.database
+    for k in range(5):  # a new kind each time: the first run of each is not known short
+        marker = tmp_path / f"started-{k}"
+        fut = ex.options(name=f"first-{k}").submit(mark_then_sleep, str(marker), 0.3, k)
+        lock = sqlite3.connect(db, timeout=30, isolation_level=None)
+        try:
+            deadline = time.monotonic() + RESULT_TIMEOUT_S
+            while lock.execute("SELECT state FROM bf_tasks WHERE id = ?",
+                               (fut.task_id,)).fetchone()[0] == "READY":
+                assert time.monotonic() < deadline, "the task was not claimed"
+            lock.execute("BEGIN IMMEDIATE")  # the launcher cannot write until released
+            time.sleep(0.2)
+            state = lock.execute("SELECT state FROM bf_tasks WHERE id = ?",
+                                 (fut.task_id,)).fetchone()[0]
+            assert not marker.exists() or state == "RUNNING", state
+        finally:
+            lock.close()
+        wait_until(marker.exists, "the task did not start")
+        assert fut.cancel() is False
+        assert fut.result(timeout=RESULT_TIMEOUT_S) == k
+
+
 # -- 4. no references kept ----------------------------------------------------------------------
 
 

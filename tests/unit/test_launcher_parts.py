@@ -49,6 +49,7 @@ class FakeStore:
         self.claimable: list[ClaimedTask] = []
         self.news = False  # what changed() says next (once)
         self.released = False  # what the next exchange says of its own writes
+        self.lose: set[int] = set()  # starts of these tasks are refused (cancelled meanwhile)
         self.on_exchange = lambda: None
 
     def changed(self) -> bool:
@@ -68,7 +69,7 @@ class FakeStore:
         claimed, self.claimable = self.claimable[:limit], self.claimable[limit:]
         self.on_exchange()
         released, self.released = self.released, False
-        return Exchange(claimed, [], released=released)
+        return Exchange(claimed, [i for i in started if i in self.lose], released=released)
 
     def heartbeat(self, lid, *, asked=None):
         self.calls.append(("heartbeat",))
@@ -333,6 +334,104 @@ class TestPlacer:
         assert started == [2] and not placer.backlog
         assert failed[0].path == (S.RUN_ERROR, S.FAILED)
         assert "ranks_per_node" in failed[0].message
+
+
+class HoldingPool:
+    """A stand-in for the warm workers: holds starts, knows the short runs it is told of,
+    and records what it was sent."""
+
+    has_gpus = False
+    holds_starts = True
+
+    def __init__(self, workers: int, short: set[int] = frozenset()) -> None:
+        self.free, self.short_ids, self.sent = workers, set(short), []
+
+    def capacity(self) -> int:
+        return self.free
+
+    def short(self, task: ClaimedTask) -> bool:
+        return task.id in self.short_ids
+
+    def dispatch(self, task: ClaimedTask, extra, pin) -> bool:
+        if not self.free:
+            return False
+        self.free -= 1
+        self.sent.append(task.id)
+        return True
+
+
+class TestHeldStarts:
+    """A run not known to be short reaches its worker only once its start is recorded."""
+
+    @pytest.fixture
+    def placer(self):
+        return Placer([NodeSpec("localhost", 2, ())], LauncherConfig(num_workers=2),
+                      head_nodes={0}, mpi_launcher="mpich")
+
+    def test_held_until_recorded_then_sent(self, placer):
+        pool = HoldingPool(2, short={2})
+        placer.add_claimed([claimed(1), claimed(2)])
+        started, _ = placer.place_backlog(pool, None, launcher_id=1)
+        assert started == [2] and placer.held_now == [1] and pool.sent == [2]
+        handoff = Handoff()
+        handoff.put(started, awaiting=placer.held_now)
+        assert handoff.take() == ([2, 1], []) and handoff.urgent
+        assert not handoff.has_recorded()
+        assert handoff.recorded([2, 1], lost=[]) == []
+        assert handoff.take_recorded() == ([1], [])
+        placer.start_recorded(pool, [1], [])
+        assert pool.sent == [2, 1] and placer.held() == 0
+
+    def test_a_held_run_whose_task_was_cancelled_never_runs(self, placer):
+        pool = HoldingPool(2)
+        placer.add_claimed([claimed(1), claimed(2)])
+        placer.place_backlog(pool, None, launcher_id=1)
+        assert placer.held() == 2 and not pool.sent
+        # A held run takes its place in the count of room: nothing more is placed.
+        placer.add_claimed([claimed(3)])
+        placer.place_backlog(pool, None, launcher_id=1)
+        assert [t.id for t in placer.backlog] == [3]
+        handoff = Handoff()
+        handoff.put(awaiting=[1, 2])
+        # Task 1 was cancelled before its start was written: dropped, not killed.
+        assert handoff.recorded([1, 2], lost=[1]) == []
+        go, drop = handoff.take_recorded()
+        assert (go, drop) == ([2], [1])
+        placer.start_recorded(pool, go, drop)
+        assert pool.sent == [2] and placer.held() == 0
+        placer.place_backlog(pool, None, launcher_id=1)  # task 1's core is free again
+        assert placer.held_now == [3]
+
+    def test_a_run_already_going_whose_start_was_refused_is_killed(self):
+        handoff = Handoff()
+        assert handoff.recorded([5, 6], lost=[6]) == [6]
+
+    def test_a_held_run_killed_before_its_start_is_recorded(self, placer):
+        pool = HoldingPool(2)
+        placer.add_claimed([claimed(1)])
+        placer.place_backlog(pool, None, launcher_id=1)
+        assert [t.id for t in placer.take_doomed({1})] == [1]
+        placer.start_recorded(pool, [1], [])  # its start recorded meanwhile: passed over
+        assert not pool.sent and placer.held() == 0
+
+    def test_a_recorded_run_waits_for_a_free_worker(self, placer):
+        pool = HoldingPool(1)
+        placer.add_claimed([claimed(1)])
+        placer.place_backlog(pool, None, launcher_id=1)
+        pool.free = 0  # its worker is being replaced
+        placer.start_recorded(pool, [1], [])
+        assert placer.has_cleared() and not pool.sent
+        pool.free = 1
+        placer.start_recorded(pool)
+        assert pool.sent == [1] and not placer.has_cleared()
+
+    def test_the_store_thread_writes_held_starts_at_once_and_answers(self, loop):
+        loop.store.lose = {4}
+        loop.handoff.put(awaiting=[3, 4])
+        loop.one_pass()
+        assert loop.store.calls[0][:3] == ("exchange", [3, 4], [])
+        assert loop.handoff.take_recorded() == ([3], [4])
+        assert not loop.handoff.take_kills()
 
 
 def square(x):

@@ -100,6 +100,10 @@ def outcome_for(task: ClaimedTask, run_state: TaskState, *, result: bytes | None
 class WorkerPool:
     """``num_workers`` warm worker processes fed from the launcher's claimed tasks."""
 
+    #: Runs not known to be short wait in the launcher until their start is recorded, and
+    #: only then come here (launcher/handoff.py).
+    holds_starts = True
+
     def __init__(self, num_workers: int, *, launcher_id: int, init_blob: bytes | None = None,
                  max_tasks_per_child: int | None = None,
                  env: Mapping[str, str] | None = None,
