@@ -47,7 +47,8 @@ BACKLOG_MAX_PER_WORKER = 64
 #: outcomes before committing, so one transaction carries several; it never delays a lone
 #: task, whose backlog is empty.  1, 2, 4 and 8 ms measured on 2 cores (no-ops, /bin/true,
 #: 10 ms sleeps): 4 ms carried the most per transaction without starving the workers, 8 ms
-#: cost the 10 ms sleeps 1.5 points of efficiency; the differences are near the noise.
+#: cost the 10 ms sleeps 1.5 points of efficiency; the differences are near the noise.  Never
+#: while a run waits for its start to be recorded (handoff.py): its worker is idle meanwhile.
 COALESCE_SECONDS = 0.004
 #: Store poll interval right after activity: a new task is seen within this time.  Each poll
 #: is one ``changed()`` probe (a few microseconds on SQLite).
@@ -178,7 +179,7 @@ class StoreLoop:
         workers = pilot.workers  # fewer if the agents fail to start
         if (handoff.pending_outcomes() < workers * 4 and self.placer.backlog
                 and len(self.placer.backlog) >= self.sizer.target // 2
-                and pilot.stop_reason is None):
+                and pilot.stop_reason is None and not handoff.awaiting()):
             self.sleep(COALESCE_SECONDS)  # a deliberate delay: see COALESCE_SECONDS
         started, outcomes = handoff.take()
         stopping = pilot.stop_reason is not None

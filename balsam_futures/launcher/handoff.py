@@ -109,6 +109,10 @@ class Handoff:
             drop, self._drop = self._drop, []
         return go, drop
 
+    def awaiting(self) -> bool:
+        """Whether a held run waits for its start to be recorded (unlocked, as has_kills)."""
+        return bool(self._awaiting)
+
     def has_recorded(self) -> bool:
         # Unlocked, as has_kills.
         return bool(self._go or self._drop)

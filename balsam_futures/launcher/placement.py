@@ -170,9 +170,9 @@ class Placer:
         # Whether a run placed now is not known to be short: its start is written at once
         # (control.START_RECORD_DELAY_S).  The head's warm workers learn run times (for the
         # agents' runs too, of kinds they also ran); a pool that does not, none is short.
-        # In a pool that can hold them (the warm workers), such runs wait for their start to
-        # be recorded before a worker gets them (handoff.py); agents' and simulated runs
-        # start at once, and their start is written right after.
+        # In a pool that can hold them (the warm workers), runs not known to be brief wait
+        # for their start to be recorded before a worker gets them (handoff.py); agents' and
+        # simulated runs start at once, and their start is written right after.
         self.urgent_starts = False
         self.held_now = []
         short = getattr(pool, "short", None)
@@ -190,7 +190,7 @@ class Placer:
                 if placement is None:
                     continue
                 extra, pin, agent = self.plan(task, placement, pool.has_gpus, agents)
-                if agent is None and hold and not short(task):
+                if agent is None and hold and not pool.brief(task):
                     self._held[task.id] = (task, extra, pin)
                     self._placed[task.id] = (placement, time.time())
                     self.held_now.append(task.id)

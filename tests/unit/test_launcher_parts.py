@@ -352,6 +352,8 @@ class HoldingPool:
     def short(self, task: ClaimedTask) -> bool:
         return task.id in self.short_ids
 
+    brief = short
+
     def dispatch(self, task: ClaimedTask, extra, pin) -> bool:
         if not self.free:
             return False
