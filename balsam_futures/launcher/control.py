@@ -183,6 +183,8 @@ class StoreLoop:
             self.sleep(COALESCE_SECONDS)  # a deliberate delay: see COALESCE_SECONDS
         started, outcomes = handoff.take()
         stopping = pilot.stop_reason is not None
+        if stopping:
+            started = handoff.withdraw_held(started)
         attempt_at = self.store.clock()
         try:
             news = self.store.changed()

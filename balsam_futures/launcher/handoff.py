@@ -109,6 +109,14 @@ class Handoff:
             drop, self._drop = self._drop, []
         return go, drop
 
+    def withdraw_held(self, started: list[int]) -> list[int]:
+        """The launcher is stopping: held runs will not start, so their starts are not
+        written (their tasks stay CLAIMED and go back READY when it stops); returns the
+        other starts among ``started``."""
+        with self._lock:
+            held, self._awaiting = self._awaiting, set()
+        return [i for i in started if i not in held] if held else started
+
     def awaiting(self) -> bool:
         """Whether a held run waits for its start to be recorded (unlocked, as has_kills)."""
         return bool(self._awaiting)

@@ -427,6 +427,13 @@ class TestHeldStarts:
         placer.start_recorded(pool)
         assert pool.sent == [1] and not placer.has_cleared()
 
+    def test_a_stopping_launcher_does_not_write_held_starts(self, loop):
+        loop.handoff.put([7], awaiting=[8])
+        loop.pilot.request_stop("test")
+        loop.one_pass()
+        assert loop.store.calls[0][:3] == ("exchange", [7], [])
+        assert loop.handoff.take_recorded() == ([], [])
+
     def test_the_store_thread_writes_held_starts_at_once_and_answers(self, loop):
         loop.store.lose = {4}
         loop.handoff.put(awaiting=[3, 4])
