@@ -24,6 +24,7 @@ completes, from the master, as a user's loop would.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -56,8 +57,11 @@ def _wait_registered(store, deadline: float) -> None:
     raise RuntimeError("the launcher did not register in time; see its log")
 
 
-def live(name: str, seed: int, scale: float, site: Path, timeout: float) -> dict:
-    """One campaign through a simulated launcher; its figures."""
+def live(name: str, seed: int, scale: float, site: Path, timeout: float,
+         limit: int | None = None) -> dict:
+    """One campaign through a simulated launcher; its figures.  ``limit``: only the first
+    tasks of the campaign (a quick check of the harness; a closed loop then queues half of
+    them at first)."""
     from sqlalchemy import text
 
     from balsam_futures.backends import open_store
@@ -65,6 +69,9 @@ def live(name: str, seed: int, scale: float, site: Path, timeout: float) -> dict
     rng = random.Random(seed)
     nodes, kinds, order, initial = CAMPAIGNS[name](rng)
     durations = [kinds[k].mean_s * rng.uniform(0.8, 1.2) for k in order]
+    if limit is not None and limit < len(order):
+        order, durations = order[:limit], durations[:limit]
+        initial = min(initial, limit // 2)
     model = in_claim_order(nodes, kinds, order, durations, initial, WINDOW,
                            order_key=launcher_key)
     plain = first_fit(nodes, kinds, order, durations, initial, WINDOW)
@@ -125,19 +132,30 @@ def main() -> int:
                     help="seconds of the run per second of the campaign (default 0.02)")
     ap.add_argument("--timeout", type=float, default=1800.0,
                     help="give up on a campaign after this many seconds")
+    ap.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="only the first N tasks of each campaign (a quick check)")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    ap.add_argument("--dir", metavar="DIR", type=Path, default=None,
+                    help="where the sites (stores, launcher logs) go (default: a new "
+                         "temporary directory)")
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="packing-live-"))
+    figures = []
+    base = args.dir or Path(tempfile.mkdtemp(prefix="packing-live-"))
     print(f"{'campaign':<18}{'seed':>5}{'tasks':>7}{'makespan':>10}{'first-fit':>11}"
           f"{'model':>8}{'launcher':>10}")
     for name in args.only or list(CAMPAIGNS):
         for seed in args.seeds:
-            got = live(name, seed, args.time_scale, base / f"{name}-{seed}", args.timeout)
+            got = live(name, seed, args.time_scale, base / f"{name}-{seed}", args.timeout,
+                       args.limit)
+            figures.append(got)
             mark = " <98" if got["live"] < 0.98 else ""
             print(f"{name:<18}{seed:>5}{got['tasks']:>7}{got['makespan_s']:>9.1f}s"
                   f"{got['first_fit']:>10.1%} {got['model']:>7.1%} {got['live']:>8.1%}{mark}"
                   + (f"  ({got['failed']} failed)" if got["failed"] else ""), flush=True)
     print(f"(time scale {args.time_scale:g}; logs and stores under {base}; % of the lower "
           f"bound, first-fit and model from benchmarks/packing.py's model)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0
 
 
