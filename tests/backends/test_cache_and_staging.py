@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from clocks import FakeClock
+from old_schemas import rewind
 from sqlalchemy import inspect, text
 
 from balsam_futures.backends import LauncherInfo, SqlStore, TaskOutcome, open_store
@@ -187,20 +188,14 @@ def test_a_version_4_store_upgrades(tmp_path):
     store = open_store(url)
     (tid,) = store.create_tasks([spec()])
     store.close()
-    import sqlite3
-
-    con = sqlite3.connect(tmp_path / "old.db")
-    for index in ("ix_bf_tasks_cache_key", "ix_bf_tasks_stage_in"):
-        con.execute(f"DROP INDEX {index}")
-    con.execute("DROP TABLE bf_cache")
-    for column in ("cache_key", "cached_from", "staging"):
-        con.execute(f"ALTER TABLE bf_tasks DROP COLUMN {column}")
-    con.execute("DROP INDEX ix_bf_tasks_held")
-    con.execute("CREATE INDEX ix_bf_tasks_held ON bf_tasks (launcher_id) "
-                "WHERE state IN ('CLAIMED', 'RUNNING')")
-    con.execute("UPDATE bf_meta SET value = '4' WHERE key = 'schema_version'")
-    con.commit()
-    con.close()
+    rewind(tmp_path / "old.db", 4,
+           *(f"DROP INDEX {index}" for index in ("ix_bf_tasks_cache_key", "ix_bf_tasks_stage_in")),
+           "DROP TABLE bf_cache",
+           *(f"ALTER TABLE bf_tasks DROP COLUMN {column}"
+             for column in ("cache_key", "cached_from", "staging")),
+           "DROP INDEX ix_bf_tasks_held",
+           "CREATE INDEX ix_bf_tasks_held ON bf_tasks (launcher_id) "
+           "WHERE state IN ('CLAIMED', 'RUNNING')")
     upgraded = open_store(url, upgrade=True)
     assert upgraded.schema_version == SCHEMA_VERSION
     with upgraded.engine.connect() as conn:

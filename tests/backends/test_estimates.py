@@ -9,6 +9,7 @@ import os
 
 import pytest
 from clocks import FakeClock
+from old_schemas import rewind
 from sqlalchemy import text
 
 from balsam_futures.backends import ClaimOffer, LauncherInfo, SqlStore, TaskOutcome, open_store
@@ -197,16 +198,10 @@ def test_version_5_store_upgrades_to_the_widest_first_order(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = open_store(url)
     store.close()
-    import sqlite3
-
-    con = sqlite3.connect(tmp_path / "old.db")
-    con.execute("DROP INDEX ix_bf_tasks_order")
     # Version 5's index: no width.
-    con.execute("CREATE INDEX ix_bf_tasks_order ON bf_tasks (priority DESC, expected_s DESC, "
-                "id) WHERE state IN ('READY', 'RESTART_READY')")
-    con.execute("UPDATE bf_meta SET value = '5' WHERE key = 'schema_version'")
-    con.commit()
-    con.close()
+    rewind(tmp_path / "old.db", 5, "DROP INDEX ix_bf_tasks_order",
+           "CREATE INDEX ix_bf_tasks_order ON bf_tasks (priority DESC, expected_s DESC, id) "
+           "WHERE state IN ('READY', 'RESTART_READY')")
     upgraded = open_store(url, upgrade=True)
     assert upgraded.schema_version == SCHEMA_VERSION
     with upgraded.engine.connect() as conn:
@@ -220,23 +215,14 @@ def test_version_5_store_upgrades_to_the_widest_first_order(tmp_path):
     upgraded.close()
 
 
-
 def test_version_3_store_upgrades_keeping_timeouts_as_expected_run_times(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = open_store(url)
     (tid,) = store.create_tasks([spec("t", timeout=30.0)])
     store.close()
-    import sqlite3
-
-    con = sqlite3.connect(tmp_path / "old.db")
-    con.execute("DROP INDEX ix_bf_tasks_order")
-    con.execute("DROP TABLE bf_kinds")
-    con.execute("ALTER TABLE bf_tasks DROP COLUMN label")
-    con.execute("ALTER TABLE bf_tasks DROP COLUMN expected_s")
-    con.execute("DELETE FROM bf_meta WHERE key = 'estimated_through'")
-    con.execute("UPDATE bf_meta SET value = '3' WHERE key = 'schema_version'")
-    con.commit()
-    con.close()
+    rewind(tmp_path / "old.db", 3, "DROP INDEX ix_bf_tasks_order", "DROP TABLE bf_kinds",
+           "ALTER TABLE bf_tasks DROP COLUMN label", "ALTER TABLE bf_tasks DROP COLUMN expected_s",
+           "DELETE FROM bf_meta WHERE key = 'estimated_through'")
     upgraded = open_store(url, upgrade=True)
     assert upgraded.schema_version == SCHEMA_VERSION
     with upgraded.engine.connect() as conn:
