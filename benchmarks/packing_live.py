@@ -46,13 +46,9 @@ WINDOW = 512
 
 
 def _wait_registered(store, deadline: float) -> None:
-    from sqlalchemy import text
-
     while time.monotonic() < deadline:
-        with store.engine.connect() as conn:
-            if conn.execute(text("SELECT count(*) FROM bf_launchers "
-                                 "WHERE state = 'RUNNING'")).scalar():
-                return
+        if any(la["state"] == "RUNNING" for la in store.list_launchers()):
+            return
         time.sleep(0.1)
     raise RuntimeError("the launcher did not register in time; see its log")
 
@@ -62,8 +58,6 @@ def live(name: str, seed: int, scale: float, site: Path, timeout: float,
     """One campaign through a simulated launcher; its figures.  ``limit``: only the first
     tasks of the campaign (a quick check of the harness; a closed loop then queues half of
     them at first)."""
-    from sqlalchemy import text
-
     from balsam_futures.backends import open_store
 
     rng = random.Random(seed)
@@ -114,9 +108,9 @@ def live(name: str, seed: int, scale: float, site: Path, timeout: float,
         proc.terminate()
         proc.wait(60)
         ex.shutdown(wait=False, cancel_futures=True)
-    with store.engine.connect() as conn:
-        start, end, runs = conn.execute(text(
-            "SELECT min(started_at), max(ended_at), count(*) FROM bf_runs")).one()
+    ran = store.list_runs()  # the execution profile: where and when each run went
+    start, end, runs = (min(r["started_at"] for r in ran), max(r["ended_at"] for r in ran),
+                        len(ran))
     store.close()
     return {"campaign": name, "seed": seed, "tasks": len(order), "runs": runs,
             "failed": failed, "makespan_s": end - start, "bound_s": bound,
